@@ -1,0 +1,74 @@
+/**
+ * Maildir++ unique names, Dovecot-compatible:
+ *   <seconds>.M<microseconds>P<pid>R<random hex>.<host>,S=<disk bytes>,W=<wire octets>
+ * and the info suffix ":2,<flags>" that cur/ files carry.
+ */
+import os from 'node:os';
+import nacl from 'tweetnacl';
+
+/**
+ * Names served or indexed: printable ASCII without "/", not starting with ".".
+ * Anything else in a maildir (hostile or foreign) is left alone, never served.
+ */
+const SAFE_NAME = /^[\x21-\x2d\x30-\x7e][\x21-\x2e\x30-\x7e]{0,254}$/;
+
+export function isSafeName(name: string): boolean {
+  return SAFE_NAME.test(name);
+}
+
+/** The host part, with the characters that have a meaning in maildir names escaped. */
+export function escapedHost(host: string = os.hostname()): string {
+  return host.replace(/[/:,\\]/g, (c) => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'));
+}
+
+function randomHex(bytes: number): string {
+  return Buffer.from(nacl.randomBytes(bytes)).toString('hex');
+}
+
+/** A fresh base name without sizes (the tmp/ name while the message is written). */
+export function newBaseName(now: bigint = process.hrtime.bigint(), wallMs: number = Date.now()): string {
+  const usec = Number(now / 1000n % 1000000n);
+  const sec = Math.floor(wallMs / 1000);
+  return `${sec}.M${usec}P${process.pid}R${randomHex(8)}.${escapedHost()}`;
+}
+
+/** The name a delivered message gets in new/: sizes appended so nobody has to count again. */
+export function withSizes(base: string, size: number, wsize: number): string {
+  return `${base},S=${size},W=${wsize}`;
+}
+
+export interface ParsedName {
+  /** The unique name: the file name before ":" (what UIDL hashes). */
+  unique: string;
+  /** Flags after ":2," (empty when none or no info). */
+  flags: string;
+  /** Size on disk from S=, if present and well formed. */
+  size?: number;
+  /** Wire octets from W=, if present and well formed. */
+  wsize?: number;
+  /** Delivery time in microseconds since the epoch, if the name starts with one. */
+  time?: number;
+}
+
+const SIZE_FIELD = /,([SW])=(\d{1,15})(?=,|$)/g;
+
+export function parseName(file: string): ParsedName {
+  const colon = file.indexOf(':');
+  const unique = colon === -1 ? file : file.slice(0, colon);
+  const info = colon === -1 ? '' : file.slice(colon + 1);
+  const out: ParsedName = { unique, flags: info.startsWith('2,') ? info.slice(2) : '' };
+  for (const m of unique.matchAll(SIZE_FIELD)) {
+    const n = Number(m[2]);
+    if (m[1] === 'S') out.size = n;
+    else out.wsize = n;
+  }
+  const t = /^(\d{1,12})\.(?:[^.]*?M(\d{1,6}))?/.exec(unique);
+  if (t) out.time = Number(t[1]) * 1e6 + (t[2] ? Number(t[2]) : 0);
+  return out;
+}
+
+/** cur/ file name for a unique name and a set of flags, flags in ASCII order. */
+export function curName(unique: string, flags: string): string {
+  const sorted = [...new Set(flags)].sort().join('');
+  return `${unique}:2,${sorted}`;
+}
