@@ -268,3 +268,54 @@ export async function commitDeletions(
   }
   return { removed: removed.size, failed };
 }
+
+export interface RebuildResult {
+  /** Messages now in popcache (new/ and cur/). */
+  messages: number;
+  /** Entries that replaced a missing or different line of the old popcache. */
+  fixed: number;
+}
+
+/** Counts every message of new/ and cur/ not yet in found, keyed by unique name. */
+async function countUnknown(maildir: string, found: Map<string, Message>): Promise<void> {
+  for (const sub of ['cur', 'new'] as const) {
+    for (const file of listRegular(path.join(maildir, sub))) {
+      const p = parseName(file);
+      if (found.has(p.unique)) continue;
+      let c: { octets: number; mtimeMs: number };
+      try {
+        c = await countWireOctets(path.join(maildir, sub, file));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ELOOP' || code === 'EFTYPE') continue;
+        throw err;
+      }
+      // file is only informative here: nothing is moved or served.
+      found.set(p.unique, { unique: p.unique, file, octets: c.octets, uidl: uidlOf(p.unique), time: p.time ?? Math.floor(c.mtimeMs * 1000) });
+    }
+  }
+}
+
+/**
+ * Rebuilds popcache from new/ and cur/ (popctl reindex), counting the wire
+ * octets of every message rather than trusting names or the old cache, and
+ * moving nothing. The caller holds the maildrop lock, so no session moves or
+ * deletes files meanwhile. Counting happens without the popcache lock so that
+ * deliveries are not held up; the lock is taken only to count what arrived in
+ * the meantime and to replace the file.
+ */
+export async function rebuildPopcache(maildir: string, opts: { lockTimeoutMs?: number } = {}): Promise<RebuildResult> {
+  for (const d of ['cur', 'new'] as const) {
+    if (!fs.statSync(path.join(maildir, d)).isDirectory()) throw Object.assign(new Error(`${d}: not a directory`), { code: 'ENOTDIR' });
+  }
+  const found = new Map<string, Message>();
+  await countUnknown(maildir, found);
+  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, async () => {
+    await countUnknown(maildir, found);
+    const old = readPopcache(maildir).entries;
+    const messages = [...found.values()].sort(compareMessages);
+    const fixed = messages.filter((m) => old.get(m.unique)?.octets !== m.octets).length;
+    writePopcacheAtomic(maildir, messages.map(toEntry));
+    return { messages: messages.length, fixed };
+  });
+}

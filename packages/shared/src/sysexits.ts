@@ -2,6 +2,7 @@
 export const EX_OK = 0;
 export const EX_USAGE = 64;
 export const EX_DATAERR = 65;
+export const EX_NOINPUT = 66;
 export const EX_NOUSER = 67;
 export const EX_SOFTWARE = 70;
 export const EX_OSERR = 71;

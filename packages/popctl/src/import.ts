@@ -1,0 +1,137 @@
+/**
+ * popctl import: brings an mbox spool or another maildir into a maildir,
+ * byte-exact, through the same delivery path as popmda, resumable without
+ * duplicates (see importstate.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { deliver } from '@popd/shared/maildir';
+import { isSafeName, parseName } from '@popd/shared/uniquename';
+import { EX_DATAERR, EX_NOINPUT } from '@popd/shared/sysexits';
+import { mboxMessages, NotMbox } from './mbox';
+import { deliveredSince, hashOf, readState, StateWriter, stateFile } from './importstate';
+import { becomeOwnerOf } from './owner';
+import { Failure } from './failure';
+import { Progress } from './progress';
+
+export type SourceKind = 'mbox' | 'maildir';
+
+export interface ImportSummary {
+  imported: number;
+  skipped: number;
+  bytes: number;
+}
+
+interface SourceMessage {
+  data: Buffer;
+  position: number;
+}
+
+interface Source {
+  totalBytes: number;
+  messages: AsyncIterable<SourceMessage>;
+}
+
+/** The regular files of a maildir's cur/ and new/ in delivery order, as opened files. */
+function maildirSource(dir: string): Source {
+  const files: Array<{ file: string; time: number; name: string; size: number }> = [];
+  for (const sub of ['cur', 'new']) {
+    let ents: fs.Dirent[];
+    try {
+      ents = fs.readdirSync(path.join(dir, sub), { withFileTypes: true });
+    } catch {
+      throw new Failure(EX_NOINPUT, `${dir}: not a maildir (no readable ${sub}/)`);
+    }
+    for (const e of ents) {
+      if (!e.isFile() || !isSafeName(e.name)) continue;
+      const file = path.join(dir, sub, e.name);
+      const st = fs.lstatSync(file);
+      const p = parseName(e.name);
+      files.push({ file, name: p.unique, time: p.time ?? Math.floor(st.mtimeMs * 1000), size: st.size });
+    }
+  }
+  files.sort((a, b) => a.time - b.time || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  async function* read(): AsyncGenerator<SourceMessage> {
+    let position = 0;
+    for (const f of files) {
+      let data: Buffer;
+      try {
+        // O_NOFOLLOW: a symlink planted in the source never pulls another file in.
+        const fd = fs.openSync(f.file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        try {
+          data = fs.readFileSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile
+        throw err;
+      }
+      position += f.size;
+      yield { data, position };
+    }
+  }
+  return { totalBytes: files.reduce((s, f) => s + f.size, 0), messages: read() };
+}
+
+/** An mbox opened now (before any privilege change), read as it is consumed. */
+function mboxSource(file: string): Source {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY);
+  } catch (err) {
+    throw new Failure(EX_NOINPUT, `${file}: cannot open: ${(err as NodeJS.ErrnoException).code}`);
+  }
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) throw new Failure(EX_NOINPUT, `${file}: not a regular file`);
+  const stream = fs.createReadStream('', { fd, highWaterMark: 1 << 20 });
+  return { totalBytes: st.size, messages: mboxMessages(stream) };
+}
+
+export async function importMail(kind: SourceKind, source: string, maildir: string, log: (line: string) => void): Promise<ImportSummary> {
+  if (!fs.existsSync(source)) throw new Failure(EX_NOINPUT, `${source}: no such file or directory`);
+  if (path.resolve(source) === path.resolve(maildir)) throw new Failure(EX_DATAERR, 'source and target are the same maildir');
+  const src = kind === 'mbox' ? mboxSource(source) : null;
+  becomeOwnerOf(maildir);
+  const { totalBytes, messages } = src ?? maildirSource(source);
+  fs.mkdirSync(maildir, { recursive: true, mode: 0o700 });
+  const sfile = stateFile(maildir, kind, source);
+  const state = readState(sfile);
+  if (state.pending && fs.existsSync(path.join(maildir, 'new'))) {
+    if (deliveredSince(maildir, state.pending)) state.done.set(state.pending.hash, (state.done.get(state.pending.hash) ?? 0) + 1);
+  }
+  const writer = new StateWriter(sfile);
+  if (state.pending && (state.done.get(state.pending.hash) ?? 0) > 0) writer.write(`d ${state.pending.hash}`);
+  const progress = Progress.forStderr(totalBytes);
+  const seen = new Map<string, number>();
+  const sum: ImportSummary = { imported: 0, skipped: 0, bytes: 0 };
+  try {
+    for await (const m of messages) {
+      const hash = hashOf(m.data);
+      const n = (seen.get(hash) ?? 0) + 1;
+      seen.set(hash, n);
+      if (n <= (state.done.get(hash) ?? 0)) {
+        sum.skipped++;
+      } else {
+        writer.write(`b ${hash} ${m.data.length} ${Date.now()}`);
+        await deliver(maildir, Readable.from([m.data]));
+        writer.write(`d ${hash}`);
+        sum.imported++;
+        sum.bytes += m.data.length;
+      }
+      progress?.update(m.position, sum.imported + sum.skipped);
+    }
+  } catch (err) {
+    if (err instanceof NotMbox) throw new Failure(EX_DATAERR, `${source}: ${err.message}`);
+    throw err;
+  } finally {
+    writer.close();
+    if (progress) {
+      progress.update(totalBytes, sum.imported + sum.skipped, true);
+      progress.end();
+    }
+  }
+  log(`imported ${sum.imported} messages (${sum.bytes} bytes) from ${source} into ${maildir}; ${sum.skipped} already imported`);
+  return sum;
+}
