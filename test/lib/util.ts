@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-export const ROOT = path.resolve(__dirname, '..', '..');
+// Compiled to test/dist/lib/util.js: three levels below the repository.
+export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const BIN = {
   popd: path.join(ROOT, 'packages/popd/dist/main.js'),
   authpop: path.join(ROOT, 'packages/authpop/dist/main.js'),
