@@ -9,6 +9,8 @@ import { Failure } from './failure';
 /** Reads one line from the terminal with echo off; Ctrl-C or Ctrl-D aborts. */
 function askNoEcho(prompt: string): Promise<string> {
   const tty = process.stdin;
+  // Echo goes off before the prompt appears, or a fast typist's first keys would show.
+  tty.setRawMode(true);
   process.stderr.write(prompt);
   return new Promise((resolve, reject) => {
     let line = '';
@@ -29,7 +31,6 @@ function askNoEcho(prompt: string): Promise<string> {
         else line += ch;
       }
     };
-    tty.setRawMode(true);
     tty.resume();
     tty.on('data', onData);
   });
