@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { deliver } from '@popd/shared/maildir';
-import { parseUsertab } from '@popd/shared/tables';
+import { checkSubdir, parseUsertab } from '@popd/shared/tables';
 import { Logger, syslogSink } from '@popd/shared/log';
 import { isTransient, errnoCode } from '@popd/shared/fsutil';
 import { EX_CANTCREAT, EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_USAGE } from '@popd/shared/sysexits';
@@ -68,6 +68,8 @@ Example (smtpd.conf):
   if (!!opts.maildir === !!opts.usertab) throw new Failure(EX_USAGE, 'usage: give either -m maildir or -u usertab user');
   if (opts.usertab && !user) throw new Failure(EX_USAGE, 'usage: -u needs a user name');
   if (opts.maildir && (user || opts.subdir)) throw new Failure(EX_USAGE, 'usage: -m takes no user and no -e');
+  const badSubdir = opts.subdir === undefined ? null : checkSubdir(opts.subdir);
+  if (badSubdir) throw new Failure(EX_USAGE, `usage: ${badSubdir}`);
   return { opts, user };
 }
 
@@ -105,7 +107,7 @@ async function main(): Promise<number> {
     result = await deliver(maildir, process.stdin, { prefix });
   } catch (err) {
     const code = errnoCode(err);
-    if (!isTransient(err) && ['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS', 'ELOOP'].includes(code)) {
+    if (!isTransient(err) && ['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS', 'ELOOP', 'ENAMETOOLONG'].includes(code)) {
       throw new Failure(EX_CANTCREAT, `cannot create or write maildir ${maildir}: ${code}`);
     }
     throw new Failure(EX_TEMPFAIL, `delivery to ${maildir} failed, will retry: ${code}`);
@@ -119,7 +121,8 @@ main().then(
   (status) => process.exit(status),
   (err: unknown) => {
     if (err instanceof CommanderError) {
-      // --help and --version exit 0; any other parse error is a usage error.
+      // --help and --version exit 0; any other parse error is a usage error (commander has printed it).
+      if (err.exitCode !== 0) log.err(err.message.replace(/^error: /, 'usage: '));
       process.exit(err.exitCode === 0 ? EX_OK : EX_USAGE);
     }
     const f = err instanceof Failure ? err : new Failure(EX_TEMPFAIL, `internal error, will retry: ${(err as Error).message}`);

@@ -8,9 +8,9 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { WireSize } from './wire';
 import { curName, isSafeName, newBaseName, parseName, withSizes } from './uniquename';
-import { CacheEntry, appendPopcache, readPopcache, uidlOf, writePopcacheAtomic } from './popcache';
-import { withPopcacheLock } from './lock';
-import { fsyncDir } from './fsutil';
+import { CacheEntry, POPCACHE, appendPopcache, readPopcache, uidlOf, writePopcacheAtomic } from './popcache';
+import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
+import { fsyncDir, isTransient } from './fsutil';
 
 export const SUBDIRS = ['cur', 'new', 'tmp'] as const;
 /** Maildir convention: files left in tmp/ this long are debris of a crashed delivery. */
@@ -33,11 +33,28 @@ export interface Delivered {
   indexError?: unknown;
 }
 
+/** Creates tmp/NAME exclusively, retrying with a fresh name on the (unlikely) collision. */
+async function createTmp(maildir: string): Promise<{ base: string; tmpPath: string; fh: fs.promises.FileHandle }> {
+  const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+  for (let attempt = 0; ; attempt++) {
+    const base = newBaseName();
+    const tmpPath = path.join(maildir, 'tmp', base);
+    try {
+      return { base, tmpPath, fh: await fs.promises.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw err;
+    }
+  }
+}
+
 /**
  * Delivers one message the maildir way: exclusive create in tmp/, write,
  * fsync, link into new/ (never overwriting), unlink tmp, fsync new/; then the
- * popcache line under the short lock. Throws (leaving nothing in new/ or tmp/)
- * when anything before the link fails.
+ * popcache line. Throws, leaving nothing in new/ or tmp/, when anything up to
+ * and including the fsync of new/ fails, or when the popcache lock cannot be
+ * had in time: the caller reports a temporary failure and the sender retries.
+ * The lock is taken before the link (and held for the link and one append),
+ * so that a lock timeout happens while the message can still be withdrawn.
  */
 export async function deliver(
   maildir: string,
@@ -45,52 +62,48 @@ export async function deliver(
   opts: { prefix?: Buffer; lockTimeoutMs?: number } = {},
 ): Promise<Delivered> {
   ensureMaildir(maildir);
-  let base = '';
-  let tmpPath = '';
-  let fh: fs.promises.FileHandle | undefined;
-  for (let attempt = 0; !fh; attempt++) {
-    base = newBaseName();
-    tmpPath = path.join(maildir, 'tmp', base);
-    try {
-      fh = await fs.promises.open(tmpPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw err;
-    }
-  }
+  const { base, tmpPath, fh } = await createTmp(maildir);
   const wire = new WireSize();
   let size = 0;
-  let finalName = '';
+  let newPath = '';
+  let lock: Lock | undefined;
   try {
-    const write = async (chunk: Buffer): Promise<void> => {
-      size += chunk.length;
-      wire.update(chunk);
-      let off = 0;
-      while (off < chunk.length) off += (await fh!.write(chunk, off, chunk.length - off)).bytesWritten;
-    };
-    if (opts.prefix && opts.prefix.length > 0) await write(opts.prefix);
-    for await (const chunk of input) await write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    finalName = withSizes(base, size, wire.digest());
+    try {
+      const write = async (chunk: Buffer): Promise<void> => {
+        size += chunk.length;
+        wire.update(chunk);
+        let off = 0;
+        while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+      };
+      if (opts.prefix && opts.prefix.length > 0) await write(opts.prefix);
+      for await (const chunk of input) await write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    lock = await waitLock(path.join(maildir, POPCACHE_LOCK), opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
+    const name = withSizes(base, size, wire.digest());
     // link(2) fails with EEXIST rather than replacing: a message is never overwritten.
-    fs.linkSync(tmpPath, path.join(maildir, 'new', finalName));
-  } catch (err) {
-    if (fh) await fh.close().catch(() => undefined);
+    fs.linkSync(tmpPath, path.join(maildir, 'new', name));
+    newPath = path.join(maildir, 'new', name);
     fs.rmSync(tmpPath, { force: true });
+    fsyncDir(path.join(maildir, 'new'));
+  } catch (err) {
+    // Under the popcache lock no session has moved the message to cur/ yet, so withdrawing it is safe.
+    if (newPath) fs.rmSync(newPath, { force: true });
+    fs.rmSync(tmpPath, { force: true });
+    lock?.release();
     throw err;
   }
-  const out: Delivered = { name: finalName, size, octets: wire.digest(), indexed: true };
+  const out: Delivered = { name: path.basename(newPath), size, octets: wire.digest(), indexed: true };
   try {
-    fs.unlinkSync(tmpPath);
-    fsyncDir(path.join(maildir, 'new'));
-    await withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () =>
-      appendPopcache(maildir, { name: finalName, octets: out.octets, uidl: uidlOf(finalName) }),
-    );
+    appendPopcache(maildir, { name: out.name, octets: out.octets, uidl: uidlOf(out.name) });
   } catch (err) {
     // The message is safely in new/; the next login indexes it.
     out.indexed = false;
     out.indexError = err;
+  } finally {
+    lock.release();
   }
   return out;
 }
@@ -124,7 +137,8 @@ export interface MailboxIndex {
 
 /** Counts the wire octets of a regular file, refusing symlinks and anything else. */
 export async function countWireOctets(file: string): Promise<{ octets: number; mtimeMs: number }> {
-  const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO swapped in after the listing must not hang the open.
+  const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw Object.assign(new Error(`${path.basename(file)}: not a regular file`), { code: 'EFTYPE' });
@@ -136,6 +150,13 @@ export async function countWireOctets(file: string): Promise<{ octets: number; m
   }
 }
 
+/** Errors that mean "this file cannot be served" (gone, a symlink, not a regular file, unreadable), not "try again". */
+const UNSERVABLE = new Set(['ENOENT', 'ELOOP', 'EFTYPE', 'EACCES', 'EPERM', 'EISDIR']);
+
+function isUnservable(err: unknown): boolean {
+  return UNSERVABLE.has((err as NodeJS.ErrnoException)?.code ?? '');
+}
+
 /** Regular files with names the store accepts; symlinks and other types are never indexed. */
 function listRegular(dir: string): string[] {
   return fs
@@ -144,15 +165,38 @@ function listRegular(dir: string): string[] {
     .map((d) => d.name);
 }
 
+/** Removes debris of crashed writers: tmp/ files and popcache temp files untouched for TMP_MAX_AGE_MS. */
 function removeStaleTmp(maildir: string, now: number): void {
   const tmp = path.join(maildir, 'tmp');
-  for (const name of listRegular(tmp)) {
+  const stale = [
+    ...listRegular(tmp).map((name) => path.join(tmp, name)),
+    ...listRegular(maildir)
+      .filter((name) => name.startsWith(`${POPCACHE}.tmp.`))
+      .map((name) => path.join(maildir, name)),
+  ];
+  for (const file of stale) {
     try {
-      if (now - fs.lstatSync(path.join(tmp, name)).mtimeMs > TMP_MAX_AGE_MS) fs.unlinkSync(path.join(tmp, name));
+      if (now - fs.lstatSync(file).mtimeMs > TMP_MAX_AGE_MS) fs.unlinkSync(file);
     } catch {
       // Raced with another cleaner or a delivery finishing: nothing to do.
     }
   }
+}
+
+/** Moves new/NAME to cur/NAME:2,; a file that cannot be moved stays in new/, unserved, rather than stopping the login. */
+function moveNewToCur(maildir: string): number {
+  let moved = 0;
+  for (const name of listRegular(path.join(maildir, 'new'))) {
+    const p = parseName(name);
+    if (p.unique === '') continue;
+    try {
+      fs.renameSync(path.join(maildir, 'new', name), path.join(maildir, 'cur', curName(p.unique, p.flags)));
+      moved++;
+    } catch (err) {
+      if (isTransient(err)) throw err;
+    }
+  }
+  return moved;
 }
 
 /**
@@ -167,16 +211,7 @@ export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: numbe
 async function indexMailbox(maildir: string, now: number): Promise<MailboxIndex> {
   ensureMaildir(maildir);
   removeStaleTmp(maildir, now);
-  let moved = 0;
-  for (const name of listRegular(path.join(maildir, 'new'))) {
-    const p = parseName(name);
-    try {
-      fs.renameSync(path.join(maildir, 'new', name), path.join(maildir, 'cur', curName(p.unique, p.flags)));
-      moved++;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-  }
+  const moved = moveNewToCur(maildir);
   const cache = readPopcache(maildir);
   let changed = cache.bad > 0 || moved > 0;
   let counted = 0;
@@ -184,18 +219,18 @@ async function indexMailbox(maildir: string, now: number): Promise<MailboxIndex>
   const messages: Message[] = [];
   for (const file of listRegular(path.join(maildir, 'cur'))) {
     const p = parseName(file);
-    if (seen.has(p.unique)) continue; // two files for one unique name: serve the first only
+    if (p.unique === '' || seen.has(p.unique)) continue; // two files for one unique name: serve the first only
     seen.add(p.unique);
     const cached = cache.entries.get(p.unique);
-    let octets = cached?.octets ?? p.wsize;
+    // When the cache and the name's W= disagree, one was tampered with: count the file itself.
+    let octets = cached && p.wsize !== undefined && cached.octets !== p.wsize ? undefined : (cached?.octets ?? p.wsize);
     let time = p.time;
     if (octets === undefined || time === undefined) {
       let c: { octets: number; mtimeMs: number };
       try {
         c = await countWireOctets(path.join(maildir, 'cur', file));
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ELOOP' || code === 'EFTYPE') continue;
+        if (isUnservable(err)) continue;
         throw err;
       }
       if (octets === undefined) {
@@ -286,8 +321,7 @@ async function countUnknown(maildir: string, found: Map<string, Message>): Promi
       try {
         c = await countWireOctets(path.join(maildir, sub, file));
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ELOOP' || code === 'EFTYPE') continue;
+        if (isUnservable(err)) continue;
         throw err;
       }
       // file is only informative here: nothing is moved or served.

@@ -58,21 +58,37 @@ export function serializePopcache(entries: Iterable<CacheEntry>): string {
   return s;
 }
 
+/** Larger than any real popcache (about 150 bytes a message): treated as corrupt rather than read into memory. */
+export const MAX_POPCACHE_BYTES = 256 * 1024 * 1024;
+
 export function readPopcache(maildir: string): ParsedCache {
-  let text: string;
+  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+  let fd: number;
   try {
-    text = fs.readFileSync(path.join(maildir, POPCACHE), 'latin1');
+    // popcache is the user's file: a symlink, FIFO or device there must not redirect or hang a login.
+    fd = fs.openSync(path.join(maildir, POPCACHE), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { entries: new Map(), bad: 0 };
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { entries: new Map(), bad: 0 };
+    if (code === 'ELOOP') return { entries: new Map(), bad: 1 };
     throw err;
   }
-  return parsePopcache(text);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES) return { entries: new Map(), bad: 1 };
+    return parsePopcache(fs.readFileSync(fd, 'latin1'));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
+
+// O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO planted in the maildir must neither redirect a write nor hang it.
+const { O_WRONLY, O_CREAT, O_TRUNC, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 
 /** Replaces popcache atomically: temp file, fsync, rename, fsync the directory. */
 export function writePopcacheAtomic(maildir: string, entries: Iterable<CacheEntry>): void {
   const tmp = path.join(maildir, `${POPCACHE}.tmp.${process.pid}`);
-  const fd = fs.openSync(tmp, 'w', 0o600);
+  const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, 0o600);
   try {
     fs.writeSync(fd, serializePopcache(entries), null, 'latin1');
     fs.fsyncSync(fd);
@@ -86,12 +102,28 @@ export function writePopcacheAtomic(maildir: string, entries: Iterable<CacheEntr
   fsyncDir(maildir);
 }
 
-/** Appends one entry (the caller holds the popcache lock). */
+/**
+ * Appends one entry (the caller holds the popcache lock). A failed write is
+ * cut back off, so that a full disk leaves no partial line to merge with the
+ * next one.
+ */
 export function appendPopcache(maildir: string, e: CacheEntry): void {
-  const fd = fs.openSync(path.join(maildir, POPCACHE), 'a', 0o600);
+  const fd = fs.openSync(path.join(maildir, POPCACHE), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0o600);
   try {
-    fs.writeSync(fd, entryLine(e), null, 'latin1');
-    fs.fsyncSync(fd);
+    const before = fs.fstatSync(fd).size;
+    try {
+      const line = Buffer.from(entryLine(e), 'latin1');
+      const n = fs.writeSync(fd, line);
+      if (n !== line.length) throw Object.assign(new Error('popcache: short write'), { code: 'EIO' });
+      fs.fsyncSync(fd);
+    } catch (err) {
+      try {
+        fs.ftruncateSync(fd, before);
+      } catch {
+        // The reader skips a partial line and the next login rebuilds the file.
+      }
+      throw err;
+    }
   } finally {
     fs.closeSync(fd);
   }

@@ -16,19 +16,40 @@ export function isSafeName(name: string): boolean {
   return SAFE_NAME.test(name);
 }
 
-/** The host part, with the characters that have a meaning in maildir names escaped. */
+/**
+ * The host part, with the characters that have a meaning in maildir names
+ * escaped as \ooo (Dovecot's rule for "/" and ":"), and anything outside
+ * printable ASCII too, so that our own names always pass isSafeName.
+ */
 export function escapedHost(host: string = os.hostname()): string {
-  return host.replace(/[/:,\\]/g, (c) => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'));
+  const octal = (b: number): string => '\\' + b.toString(8).padStart(3, '0');
+  return host.replace(/[/:,\\]|[^\x21-\x7e]+/g, (c) => [...Buffer.from(c, 'utf8')].map(octal).join(''));
 }
 
 function randomHex(bytes: number): string {
   return Buffer.from(nacl.randomBytes(bytes)).toString('hex');
 }
 
-/** A fresh base name without sizes (the tmp/ name while the message is written). */
-export function newBaseName(now: bigint = process.hrtime.bigint(), wallMs: number = Date.now()): string {
-  const usec = Number(now / 1000n % 1000000n);
-  const sec = Math.floor(wallMs / 1000);
+let lastMicros = 0;
+
+/**
+ * Wall-clock microseconds since the epoch, strictly increasing within this
+ * process. Seconds and microseconds come from one reading, so that names sort
+ * in delivery order (a monotonic clock's sub-second part would not line up
+ * with the wall clock's seconds).
+ */
+export function wallMicros(): number {
+  let us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  // The sum drifts if the wall clock is stepped while the process runs.
+  if (Math.abs(us / 1000 - Date.now()) > 1000) us = Date.now() * 1000;
+  lastMicros = Math.max(us, lastMicros + 1);
+  return lastMicros;
+}
+
+/** A fresh base name without sizes (the tmp/ name while the message is written); micros: wall-clock microseconds. */
+export function newBaseName(micros: number = wallMicros()): string {
+  const sec = Math.floor(micros / 1e6);
+  const usec = micros % 1e6;
   return `${sec}.M${usec}P${process.pid}R${randomHex(8)}.${escapedHost()}`;
 }
 
