@@ -11,8 +11,12 @@ import path from 'node:path';
 import bcrypt from 'bcryptjs';
 import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from './lib/util';
 
+/** Node's own headers, when installed, so the native modules rebuild without downloading them. */
+const NODEDIR = path.dirname(path.dirname(process.execPath));
+const nodedirEnv = fs.existsSync(path.join(NODEDIR, 'include/node/node.h')) ? { npm_config_nodedir: NODEDIR } : {};
+
 function npm(args: string[], cwd: string): string {
-  const r = spawnSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, encoding: 'utf8', timeout: 300_000, env: { ...nodedirEnv, ...process.env } });
   assert.equal(r.status, 0, `npm ${args.join(' ')}: ${r.stdout}${r.stderr}`);
   return r.stdout;
 }
