@@ -40,7 +40,8 @@ export interface NewConnection {
   refuse?: string;
 }
 
-export type VerdictCode = 'AUTH' | 'IN-USE' | 'SYS/TEMP';
+/** SYS/PERM: right password, but this server cannot serve that user (unprivileged mode, another uid). */
+export type VerdictCode = 'AUTH' | 'IN-USE' | 'SYS/TEMP' | 'SYS/PERM';
 
 /** popd's answer to an AuthRequest. With ok, the worker's socket is passed beside it. */
 export type AuthVerdict =
@@ -85,11 +86,20 @@ export interface WorkerStart {
   verbosity: number;
 }
 
+// ---- popd (detached) -> the popd command that started it ----
+
+/** Without -d popd runs detached; the command waits for this, prints the error if any, and exits. */
+export interface Started {
+  t: 'started';
+  error: string | null;
+}
+
 export type PopdToAuthpop = AuthpopConfig | NewConnection | AuthVerdict | Shutdown;
 export type AuthpopToPopd = Ready | AuthRequest | ConnClosed | LogRecord;
 export type PopdToWorker = WorkerStart;
 export type WorkerToPopd = LogRecord;
-export type IpcMessage = PopdToAuthpop | AuthpopToPopd | PopdToWorker | WorkerToPopd;
+export type PopdToParent = Started;
+export type IpcMessage = PopdToAuthpop | AuthpopToPopd | PopdToWorker | WorkerToPopd | PopdToParent;
 
 const MAX_FIELD = 1024;
 
