@@ -69,12 +69,26 @@ export function stderrSink(ident: string): Sink {
   };
 }
 
+/** IPC log records handed to the channel but not yet written, and who waits for them. */
+let ipcPending = 0;
+const ipcWaiters: (() => void)[] = [];
+
 /** For chrooted children: records go to popd over the IPC channel. */
 export function ipcSink(fallback: Sink): Sink {
   return (level, msg) => {
-    if (process.send && process.connected) process.send({ t: 'log', level, msg });
-    else fallback(level, msg);
+    if (process.send && process.connected) {
+      ipcPending++;
+      // The callback also runs when the write fails: nobody waits forever.
+      process.send({ t: 'log', level, msg }, () => {
+        if (--ipcPending === 0) for (const w of ipcWaiters.splice(0)) w();
+      });
+    } else fallback(level, msg);
   };
+}
+
+/** Resolves once every record ipcSink sent is written: call before process.exit, or the last records may be lost. */
+export function ipcFlushed(): Promise<void> {
+  return ipcPending === 0 ? Promise.resolve() : new Promise((resolve) => ipcWaiters.push(resolve));
 }
 
 export function isLevel(x: unknown): x is Level {

@@ -1,0 +1,185 @@
+/**
+ * The TRANSACTION state over any duplex stream: one command at a time, in
+ * the order received, each answer written (with backpressure) before the
+ * next command is read. Ends on QUIT (the caller runs UPDATE), end of
+ * input, the idle timeout, or an error; only QUIT leads to deletions.
+ */
+import { Duplex } from 'node:stream';
+import { markSeen } from '@popd/shared/maildir';
+import { errnoCode } from '@popd/shared/fsutil';
+import { Logger } from '@popd/shared/log';
+import { CAPABILITIES } from './capa';
+import { Command, parseCommand } from './command';
+import { LineInput } from './input';
+import { Maildrop } from './maildrop';
+import { Output } from './output';
+import { openMessage, streamMessage } from './retr';
+import { TopLimiter } from './top';
+
+export type EndReason = 'quit' | 'eof' | 'timeout' | 'error';
+
+/** Over-long lines a session may send before it is closed as a flood. */
+export const MAX_LONG_LINES = 10;
+
+export interface SessionContext {
+  /** The maildir as this process sees it ("/" when chrooted into it). */
+  maildir: string;
+  box: Maildrop;
+  idleTimeoutMs: number;
+  log: Logger;
+}
+
+export class Session {
+  readonly out: Output;
+  private readonly input: LineInput;
+  private idle: NodeJS.Timeout | null = null;
+  private timedOut = false;
+  private longLines = 0;
+  /** Messages sent whole by RETR. */
+  retrieved = 0;
+  /** Wire octets found by RETR where the index said otherwise, by unique name: popcache is fixed at the end. */
+  readonly corrections = new Map<string, number>();
+  /** Why the session ended, when it was not a plain QUIT, EOF or timeout. */
+  detail = '';
+  /** False once the stream cannot take a last answer (timeout, stream error, a response cut short). */
+  usable = true;
+
+  constructor(
+    private readonly io: Duplex,
+    private readonly ctx: SessionContext,
+  ) {
+    this.out = new Output(io, () => this.touch());
+    this.input = new LineInput(io);
+  }
+
+  private touch(): void {
+    this.idle?.refresh();
+  }
+
+  async run(): Promise<EndReason> {
+    this.idle = setTimeout(() => {
+      this.timedOut = true;
+      this.io.destroy();
+    }, this.ctx.idleTimeoutMs);
+    try {
+      for (;;) {
+        const ev = await this.input.next(() => this.out.flush());
+        if (ev === null) return 'eof';
+        this.touch();
+        if (ev.kind === 'line') {
+          if (await this.execute(parseCommand(ev.text))) return 'quit';
+        } else if (ev.kind === 'control') {
+          await this.out.line('-ERR invalid character in command');
+        } else if (ev.kind === 'flood' || ++this.longLines > MAX_LONG_LINES) {
+          await this.out.line('-ERR too many over-long lines, closing');
+          this.detail = 'line flood';
+          return 'error';
+        } else {
+          await this.out.line('-ERR line too long');
+        }
+      }
+    } catch (err) {
+      this.usable = false;
+      if (this.timedOut) return 'timeout';
+      this.detail = this.detail ? `${this.detail}: ${errnoCode(err)}` : errnoCode(err);
+      return 'error';
+    } finally {
+      clearTimeout(this.idle);
+    }
+  }
+
+  /** Answers one command; true for QUIT. */
+  private async execute(cmd: Command): Promise<boolean> {
+    const { box } = this.ctx;
+    const out = this.out;
+    switch (cmd.kind) {
+      case 'bad':
+        await out.line(`-ERR ${cmd.text}`);
+        return false;
+      case 'QUIT':
+        return true;
+      case 'NOOP':
+        await out.line('+OK');
+        return false;
+      case 'STAT':
+        await out.line(`+OK ${box.count} ${box.octets}`);
+        return false;
+      case 'RSET':
+        box.rset();
+        await out.line(`+OK maildrop has ${box.count} messages (${box.octets} octets)`);
+        return false;
+      case 'CAPA':
+        await out.line('+OK capability list follows');
+        for (const c of CAPABILITIES) await out.line(c);
+        await out.line('.');
+        return false;
+      case 'DELE': {
+        const err = box.dele(cmd.msg);
+        await out.line(err === null ? `+OK message ${cmd.msg} deleted` : `-ERR ${err}`);
+        return false;
+      }
+      case 'LIST':
+      case 'UIDL': {
+        const field = cmd.kind === 'LIST' ? (m: { octets: number }) => m.octets : (m: { uidl: string }) => m.uidl;
+        if (cmd.msg !== null) {
+          const m = box.lookup(cmd.msg);
+          await out.line(typeof m === 'string' ? `-ERR ${m}` : `+OK ${cmd.msg} ${field(m)}`);
+          return false;
+        }
+        await out.line(cmd.kind === 'LIST' ? `+OK ${box.count} messages (${box.octets} octets)` : '+OK unique-id listing follows');
+        for (const [n, m] of box.live()) await out.line(`${n} ${field(m)}`);
+        await out.line('.');
+        return false;
+      }
+      case 'RETR':
+        await this.send(cmd.msg, null);
+        return false;
+      case 'TOP':
+        await this.send(cmd.msg, new TopLimiter(cmd.lines));
+        return false;
+    }
+  }
+
+  /** RETR (limit null) or TOP. */
+  private async send(n: number, limit: TopLimiter | null): Promise<void> {
+    const { box, maildir, log } = this.ctx;
+    const m = box.lookup(n);
+    if (typeof m === 'string') return this.out.line(`-ERR ${m}`);
+    let fh;
+    try {
+      fh = await openMessage(maildir, m);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT') {
+        log.warning(`message ${n} (${m.unique}) vanished since login`);
+        return this.out.line(`-ERR [SYS/TEMP] message ${n} is no longer available`);
+      }
+      if (code === 'ELOOP' || code === 'EFTYPE') {
+        log.warning(`message ${n} (${m.file}) is not a regular file: not served`);
+        return this.out.line(`-ERR [SYS/PERM] message ${n} cannot be served`);
+      }
+      log.err(`message ${n} (${m.file}): open: ${code}`);
+      return this.out.line(`-ERR [SYS/TEMP] message ${n} cannot be read now`);
+    }
+    try {
+      await this.out.line(limit ? '+OK top of message follows' : `+OK ${m.octets} octets`);
+      // A read error from here on cannot be answered with -ERR: it ends the session (no UPDATE).
+      this.detail = `sending message ${n}`;
+      const sent = await streamMessage(fh, this.out, limit);
+      this.detail = '';
+      if (limit) return;
+      this.retrieved++;
+      if (sent !== m.octets) {
+        log.warning(`message ${n} (${m.unique}): indexed as ${m.octets} octets, sent ${sent}; popcache will be corrected`);
+        this.corrections.set(m.unique, sent);
+      }
+      try {
+        m.file = markSeen(maildir, m);
+      } catch (err) {
+        log.warning(`message ${n} (${m.unique}): cannot mark seen: ${errnoCode(err)}`);
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+}
