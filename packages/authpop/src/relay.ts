@@ -1,0 +1,31 @@
+/**
+ * After login: bytes flow both ways between the client (TLS) and the
+ * worker (plain POP3 over a socketpair), with backpressure from pipe();
+ * when either side ends, the other is ended, and a side that breaks takes
+ * the other down.
+ */
+import net from 'node:net';
+
+/** How long a worker may take to finish after its client left. */
+const LINGER_MS = 10_000;
+
+export function relay(client: net.Socket, worker: net.Socket, pipelined: Buffer, onError: (err: Error) => void): void {
+  const fail = (err: Error): void => {
+    onError(err);
+    client.destroy();
+    worker.destroy();
+  };
+  client.on('error', fail);
+  worker.on('error', fail);
+  // A worker that is gone (QUIT, crash, kill) ends the client once what it sent is flushed.
+  worker.on('close', () => client.end());
+  // The client may leave right after QUIT: the worker still gets every byte, then EOF.
+  client.on('close', () => {
+    worker.end();
+    setTimeout(() => worker.destroy(), LINGER_MS).unref();
+  });
+  if (pipelined.length > 0) worker.write(pipelined);
+  client.pipe(worker);
+  worker.pipe(client);
+  client.resume();
+}

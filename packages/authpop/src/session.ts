@@ -1,0 +1,108 @@
+/**
+ * The AUTHORIZATION state of one connection, as a pure state machine: a
+ * line in, what to do out. The caller does the I/O, the timers and the
+ * question to popd.
+ */
+export const MAX_FAILURES = 3;
+
+export type Step =
+  | { t: 'reply'; lines: string[] }
+  /** Answer +OK, discard every byte buffered so far, start TLS. */
+  | { t: 'stls' }
+  /** Ask popd; no further line is read until verdict() is called. */
+  | { t: 'auth'; user: string; pass: string }
+  | { t: 'quit' };
+
+export interface SessionState {
+  /** Plain POP3 that may upgrade with STLS. */
+  readonly plain: boolean;
+  tls: boolean;
+  user: string | null;
+  /** AUTH PLAIN sent "+ " and waits for the client's response line. */
+  saslPending: boolean;
+  failures: number;
+}
+
+export function newSession(mode: 'tls' | 'stls'): SessionState {
+  return { plain: mode === 'stls', tls: mode === 'tls', user: null, saslPending: false, failures: 0 };
+}
+
+export const GREETING = '+OK POP3 server ready';
+export const AUTH_FAILED = '-ERR [AUTH] invalid user name or password';
+
+export function capabilities(s: SessionState): string[] {
+  const caps = ['+OK capability list follows'];
+  // Before TLS no way to log in is offered: RFC 2595 clients ask again after STLS.
+  if (s.tls) caps.push('USER', 'SASL PLAIN');
+  caps.push('TOP', 'UIDL', 'PIPELINING', 'RESP-CODES', 'AUTH-RESP-CODE');
+  if (s.plain && !s.tls) caps.push('STLS');
+  caps.push('IMPLEMENTATION popd', '.');
+  return caps;
+}
+
+const reply = (...lines: string[]): Step => ({ t: 'reply', lines });
+const NOT_YET_TLS = reply('-ERR [AUTH] credentials are refused before STLS');
+
+/** Handles one client line (UTF-8 decoded, without CRLF). */
+export function step(s: SessionState, line: string): Step {
+  if (line.includes('\0')) return reply('-ERR NUL in command');
+  if (s.saslPending) {
+    s.saslPending = false;
+    return saslResponse(line);
+  }
+  const sp = line.indexOf(' ');
+  const cmd = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
+  const arg = sp < 0 ? '' : line.slice(sp + 1);
+  switch (cmd) {
+    case 'CAPA':
+      return reply(...capabilities(s));
+    case 'QUIT':
+      return { t: 'quit' };
+    case 'STLS':
+      if (!s.plain) return reply('-ERR STLS is not offered here');
+      if (s.tls) return reply('-ERR TLS is already active');
+      s.tls = true;
+      s.user = null;
+      return { t: 'stls' };
+    case 'USER':
+      if (!s.tls) return NOT_YET_TLS;
+      if (arg === '' || arg.includes(' ')) return reply('-ERR usage: USER name');
+      s.user = arg;
+      return reply('+OK send PASS');
+    case 'PASS': {
+      if (!s.tls) return NOT_YET_TLS;
+      const user = s.user;
+      s.user = null;
+      if (user === null) return reply('-ERR USER first');
+      return { t: 'auth', user, pass: arg };
+    }
+    case 'AUTH': {
+      if (!s.tls) return NOT_YET_TLS;
+      s.user = null;
+      const [mech, initial, extra] = arg.split(' ');
+      if (mech === undefined || mech === '') return reply('-ERR usage: AUTH mechanism [initial-response]');
+      if (mech.toUpperCase() !== 'PLAIN' || extra !== undefined) return reply('-ERR unsupported SASL mechanism');
+      if (initial === undefined) {
+        s.saslPending = true;
+        return reply('+ ');
+      }
+      return saslResponse(initial);
+    }
+    default:
+      return reply('-ERR unknown command or not allowed before login');
+  }
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** RFC 4616 PLAIN: [authzid] NUL authcid NUL passwd; "=" is an empty response, "*" cancels (RFC 5034). */
+function saslResponse(resp: string): Step {
+  if (resp === '*') return reply('-ERR AUTH cancelled');
+  if (resp !== '=' && !BASE64.test(resp)) return reply('-ERR invalid base64');
+  const parts = resp === '=' ? [''] : Buffer.from(resp, 'base64').toString('utf8').split('\0');
+  if (parts.length !== 3) return reply('-ERR malformed PLAIN response');
+  const [authz, user, pass] = parts;
+  // Logging in as someone else (a proxy authorization) is not supported.
+  if (user === '' || (authz !== '' && authz !== user)) return reply(AUTH_FAILED);
+  return { t: 'auth', user, pass };
+}

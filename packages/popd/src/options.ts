@@ -1,0 +1,133 @@
+/**
+ * popd's command line, OpenBSD style:
+ * popd [-dhnVv] -a authtab -u usertab -c cert -k key -l address[:port] [-l ...]
+ *      [-s address[:port]] [-e subdir] [-U user] [-C chrootdir] [-m maxconn]
+ *      [-M maxperaddr] [-t logintimeout] [-i idletimeout]
+ */
+import net from 'node:net';
+import { Command, InvalidArgumentError } from 'commander';
+import { VERSION } from '@popd/shared/version';
+
+export interface Listen {
+  host: string;
+  port: number;
+  /** Implicit TLS, or plain POP3 with mandatory STLS. */
+  mode: 'tls' | 'stls';
+}
+
+export interface Options {
+  authtab: string;
+  usertab: string;
+  cert: string;
+  key: string;
+  listen: Listen[];
+  subdir?: string;
+  user: string;
+  chroot: string;
+  maxConn: number;
+  maxPerAddr: number;
+  loginTimeoutMs: number;
+  idleTimeoutMs: number;
+  foreground: boolean;
+  verbosity: number;
+  check: boolean;
+}
+
+/** "1.2.3.4", "1.2.3.4:995", "[::1]" or "[::1]:995"; null when malformed. */
+export function parseAddress(s: string, defaultPort: number): { host: string; port: number } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(s);
+  if (!m) return null;
+  const host = m[1] ?? m[2];
+  if (m[1] !== undefined ? !net.isIPv6(host) : !net.isIPv4(host)) return null;
+  const port = m[3] === undefined ? defaultPort : Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  return { host, port };
+}
+
+function listenArg(mode: 'tls' | 'stls', defaultPort: number) {
+  return (value: string, prev: Listen[]): Listen[] => {
+    const a = parseAddress(value, defaultPort);
+    if (a === null) throw new InvalidArgumentError('expected IPv4 address or [IPv6 address], optionally with :port');
+    return [...prev, { ...a, mode }];
+  };
+}
+
+function positive(max: number) {
+  return (value: string): number => {
+    if (!/^\d{1,9}$/.test(value) || Number(value) < 1 || Number(value) > max) throw new InvalidArgumentError(`expected a whole number from 1 to ${max}`);
+    return Number(value);
+  };
+}
+
+interface Raw {
+  authtab: string;
+  usertab: string;
+  cert: string;
+  key: string;
+  listen: Listen[];
+  stls: Listen[];
+  subdir?: string;
+  user: string;
+  chroot: string;
+  maxconn: number;
+  maxperaddr: number;
+  logintimeout: number;
+  idletimeout: number;
+  debug?: boolean;
+  verbose: number;
+  check?: boolean;
+}
+
+export function program(): Command {
+  return new Command('popd')
+    .description('Privilege-separated POP3 server for maildirs (TLS 1.3 only).')
+    .usage('[-dhnVv] -a authtab -u usertab -c cert -k key -l address[:port] [-l ...] [-s address[:port]] [-e subdir] [-U user] [-C chrootdir] [-m maxconn] [-M maxperaddr] [-t logintimeout] [-i idletimeout]')
+    .requiredOption('-a, --authtab <authtab>', 'user names and bcrypt hashes')
+    .requiredOption('-u, --usertab <usertab>', 'user names and uid:gid:maildir')
+    .requiredOption('-c, --cert <cert>', 'TLS certificate chain (PEM)')
+    .requiredOption('-k, --key <key>', 'TLS private key (PEM)')
+    .option('-l, --listen <address[:port]>', 'implicit-TLS listener, IPv4 or [IPv6], default port 995 (repeatable)', listenArg('tls', 995), [] as Listen[])
+    .option('-s, --stls <address[:port]>', 'plain listener that requires STLS before login, default port 110 (repeatable)', listenArg('stls', 110), [] as Listen[])
+    .option('-e, --subdir <subdir>', 'the maildir is maildirstring/subdir')
+    .option('-U, --user <user>', 'unprivileged user for authpop', '_pop3d')
+    .option('-C, --chroot <chrootdir>', "authpop's empty chroot directory", '/var/empty')
+    .option('-m, --maxconn <maxconn>', 'most connections at once', positive(1_000_000), 1000)
+    .option('-M, --maxperaddr <maxperaddr>', 'most connections at once from one address', positive(1_000_000), 20)
+    .option('-t, --logintimeout <seconds>', 'time to log in', positive(86_400), 30)
+    .option('-i, --idletimeout <seconds>', 'idle time after login before the session ends', positive(86_400), 600)
+    .option('-d, --debug', 'stay in the foreground and log to stderr')
+    .option('-v, --verbose', 'more log detail (repeatable)', (_: string | boolean, n: number) => n + 1, 0)
+    .option('-n, --check', 'check the configuration and exit (0 good, 1 problems)')
+    .version(VERSION, '-V, --version')
+    .helpOption('-h, --help')
+    .exitOverride()
+    .addHelpText('after', '\nSignals: SIGHUP reloads authtab and usertab, SIGTERM shuts down. See popd(8).');
+}
+
+/** Parses argv; commander prints usage errors and throws CommanderError. */
+export function parseOptions(argv: string[]): Options {
+  const p = program();
+  p.parse(argv);
+  const o = p.opts<Raw>();
+  const listen = [...o.listen, ...o.stls];
+  if (listen.length === 0) {
+    p.error('error: at least one -l or -s listener is required', { exitCode: 1 });
+  }
+  return {
+    authtab: o.authtab,
+    usertab: o.usertab,
+    cert: o.cert,
+    key: o.key,
+    listen,
+    subdir: o.subdir,
+    user: o.user,
+    chroot: o.chroot,
+    maxConn: o.maxconn,
+    maxPerAddr: o.maxperaddr,
+    loginTimeoutMs: o.logintimeout * 1000,
+    idleTimeoutMs: o.idletimeout * 1000,
+    foreground: o.debug === true,
+    verbosity: o.verbose,
+    check: o.check === true,
+  };
+}

@@ -1,0 +1,215 @@
+/**
+ * popd's server: listeners (accept paused, never read), connection caps,
+ * hand-off to authpop, password checks, workers, reload and shutdown.
+ */
+import net from 'node:net';
+import nacl from 'tweetnacl';
+import type { AuthRequest, AuthVerdict, NewConnection, VerdictCode } from '@popd/shared/ipc';
+import { isRoot } from '@popd/shared/privdrop';
+import { loadTables, Tables } from '@popd/shared/tables';
+import { Authpop } from './authpop';
+import type { Logs } from './childlog';
+import { ConnLimits } from './limits';
+import type { Listen, Options } from './options';
+import { AUTHPOP, WRKRPOP } from './paths';
+import { dummySalt, Verifier } from './verifier';
+import { Workers } from './workers';
+
+/** After a failed login, authpop waits this long before answering. */
+const FAIL_DELAY_MS = 1_000;
+/** bcrypt checks at once, and waiting; more get [SYS/TEMP]. */
+const MAX_CHECKS = 4;
+const MAX_WAITING_CHECKS = 256;
+/** Connections over a cap that authpop is still telling so; beyond this they are just closed. */
+const MAX_REFUSING = 64;
+/** Connections accepted while authpop restarts wait for it, this many at most. */
+const MAX_QUEUED = 256;
+/** SIGTERM: how long sessions may take to end before they are ended. */
+const GRACE_MS = 10_000;
+const KILL_AFTER_MS = 2_000;
+
+const newId = (): string => Buffer.from(nacl.randomBytes(12)).toString('hex');
+
+export class Server {
+  private tables: Tables;
+  private salt: string;
+  private readonly servers: net.Server[] = [];
+  private readonly limits: ConnLimits;
+  private readonly refusing = new Set<string>();
+  private readonly queue: Array<{ m: NewConnection; sock: net.Socket }> = [];
+  private readonly verifier = new Verifier(MAX_CHECKS, MAX_WAITING_CHECKS);
+  private readonly authpop: Authpop;
+  private readonly workers: Workers;
+  private stopping = false;
+
+  constructor(
+    private readonly o: Options,
+    tables: Tables,
+    drop: { root: string; uid: number; gid: number } | null,
+    private readonly logs: Logs,
+  ) {
+    this.tables = tables;
+    this.salt = dummySalt(tables.auth.values());
+    this.limits = new ConnLimits(o.maxConn, o.maxPerAddr);
+    const log = logs.log;
+    this.authpop = new Authpop(
+      AUTHPOP,
+      { t: 'config', cert: o.cert, key: o.key, drop, loginTimeoutMs: o.loginTimeoutMs, failDelayMs: FAIL_DELAY_MS, verbosity: o.verbosity },
+      {
+        ready: () => this.flushQueue(),
+        auth: (m) => void this.login(m),
+        closed: (id) => {
+          this.limits.remove(id);
+          this.refusing.delete(id);
+        },
+        exited: () => {
+          // Its sockets died with it: every slot is free again.
+          this.limits.clear();
+          this.refusing.clear();
+        },
+      },
+      log,
+      logs.child,
+    );
+    this.workers = new Workers({ script: WRKRPOP, drop: isRoot(), idleTimeoutMs: o.idleTimeoutMs, verbosity: o.verbosity, log, child: logs.child });
+  }
+
+  /** Binds every listener (one line per failure), then starts authpop and a spare worker. */
+  async start(): Promise<void> {
+    for (const l of this.o.listen) this.servers.push(await this.bind(l));
+    await this.authpop.start();
+    this.workers.warm();
+    const where = this.o.listen.map((l) => `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}${l.mode === 'stls' ? ' (STLS)' : ''}`).join(', ');
+    this.logs.log.info(`listening on ${where}; ${this.tables.users.size} users`);
+  }
+
+  private bind(l: Listen): Promise<net.Server> {
+    return new Promise((resolve, reject) => {
+      const srv = net.createServer({ pauseOnConnect: true }, (sock) => this.accept(sock, l.mode));
+      srv.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.code === 'EADDRNOTAVAIL' ? 'address not available' : err.message;
+        reject(new Error(`cannot listen on ${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}: ${why}`));
+      });
+      srv.listen({ host: l.host, port: l.port, ipv6Only: l.host.includes(':'), exclusive: true }, () => {
+        srv.removeAllListeners('error');
+        srv.on('error', (err) => this.logs.log.err(`listener: ${err.message}`));
+        resolve(srv);
+      });
+    });
+  }
+
+  private accept(sock: net.Socket, mode: 'tls' | 'stls'): void {
+    sock.on('error', () => sock.destroy());
+    const address = sock.remoteAddress;
+    const port = sock.remotePort;
+    if (this.stopping || address === undefined || port === undefined) {
+      sock.destroy();
+      return;
+    }
+    const id = newId();
+    const m: NewConnection = { t: 'conn', id, address, port, mode };
+    const cap = this.limits.admit(address);
+    if (cap !== 'ok') {
+      this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit)`);
+      if (this.refusing.size >= MAX_REFUSING || !this.authpop.isReady) {
+        sock.destroy();
+        return;
+      }
+      this.refusing.add(id);
+      this.authpop.send({ ...m, refuse: 'too many connections' }, sock);
+      return;
+    }
+    this.limits.add(id, address);
+    if (this.authpop.isReady) {
+      if (!this.authpop.send(m, sock)) this.limits.remove(id);
+      return;
+    }
+    if (this.queue.length >= MAX_QUEUED) {
+      this.limits.remove(id);
+      sock.destroy();
+      return;
+    }
+    this.queue.push({ m, sock });
+  }
+
+  private flushQueue(): void {
+    for (const { m, sock } of this.queue.splice(0)) {
+      // The limits were cleared when the old authpop died: count these again.
+      this.limits.add(m.id, m.address);
+      if (sock.destroyed || !this.authpop.send(m, sock)) {
+        this.limits.remove(m.id);
+        sock.destroy();
+      }
+    }
+  }
+
+  private refuse(id: string, code: VerdictCode, text: string): void {
+    const v: AuthVerdict = { t: 'verdict', id, ok: false, code, text };
+    this.authpop.send(v);
+  }
+
+  private async login(m: AuthRequest): Promise<void> {
+    // Only a connection authpop holds may log in, once at a time per check.
+    if (!this.limits.has(m.id)) return;
+    const tables = this.tables;
+    const ok = await this.verifier.check(tables.auth.get(m.user), this.salt, m.pass);
+    if (!this.limits.has(m.id)) return;
+    if (ok === null) return this.refuse(m.id, 'SYS/TEMP', 'server busy, try again later');
+    const info = tables.users.get(m.user);
+    if (!ok || info === undefined) return this.refuse(m.id, 'AUTH', 'invalid user name or password');
+    if (!isRoot() && info.uid !== process.getuid!()) {
+      this.logs.log.warning(`${m.user}: uid ${info.uid} cannot be served in unprivileged mode (running as uid ${process.getuid!()})`);
+      return this.refuse(m.id, 'SYS/PERM', 'this server cannot serve this user');
+    }
+    if (this.stopping) return this.refuse(m.id, 'SYS/TEMP', 'server shutting down');
+    if (this.workers.inUse(m.user)) return this.refuse(m.id, 'IN-USE', 'mailbox already in use by another session');
+    const w = this.workers.start(info);
+    this.logs.log.debug(`session for ${m.user}: wrkrpop[${w.pid}]`);
+    if (!this.authpop.send({ t: 'verdict', id: m.id, ok: true, user: m.user }, w.stdin as net.Socket)) w.kill('SIGTERM');
+  }
+
+  /** SIGHUP: new tables only when both load without a problem. */
+  reload(): void {
+    const t = loadTables(this.o.authtab, this.o.usertab, this.o.subdir);
+    if (t.problems.length > 0) {
+      for (const p of t.problems) this.logs.log.err(`reload: ${p}`);
+      this.logs.log.err('reload failed: keeping the tables loaded before');
+      return;
+    }
+    this.tables = t.value;
+    this.salt = dummySalt(t.value.auth.values());
+    this.logs.log.info(`reloaded tables: ${t.value.users.size} users`);
+  }
+
+  /** SIGTERM: no new connections; sessions get GRACE_MS to end; then everything is ended. */
+  async shutdown(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.logs.log.info('shutting down');
+    for (const s of this.servers) s.close();
+    for (const { sock } of this.queue.splice(0)) sock.destroy();
+    this.workers.stopSpare();
+    this.authpop.shutdown();
+    const idle = (): boolean => !this.authpop.running && this.workers.sessions === 0;
+    if (!(await waitUntil(idle, GRACE_MS))) {
+      this.logs.log.notice(`ending ${this.workers.sessions} sessions still open after ${GRACE_MS / 1000} s`);
+      this.authpop.kill('SIGTERM');
+      this.workers.signalAll('SIGTERM');
+      if (!(await waitUntil(idle, KILL_AFTER_MS))) {
+        this.authpop.kill('SIGKILL');
+        this.workers.signalAll('SIGKILL');
+        await waitUntil(idle, KILL_AFTER_MS);
+      }
+    }
+    this.logs.log.info('stopped');
+  }
+}
+
+async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
