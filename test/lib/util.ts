@@ -1,5 +1,5 @@
 /** Shared test helpers: temp dirs, the project's programs, an unprivileged identity. */
-import { spawn, SpawnOptions } from 'node:child_process';
+import { ChildProcess, spawn, SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,8 +37,12 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a program to completion, feeding input on stdin. As root it runs as MAILUSER unless asRoot is set. */
-export function run(file: string, args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; asRoot?: boolean; cwd?: string } = {}): Promise<RunResult> {
+/** Runs a program to completion, feeding input on stdin. As root it runs as MAILUSER unless asRoot is set; onSpawn sees the child (e.g. its pid) while it runs. */
+export function run(
+  file: string,
+  args: string[],
+  opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; asRoot?: boolean; cwd?: string; onSpawn?: (child: ChildProcess) => void } = {},
+): Promise<RunResult> {
   const so: SpawnOptions = { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd ?? ROOT };
   if (isRoot && !opts.asRoot) {
     so.uid = MAILUSER.uid;
@@ -52,6 +56,7 @@ export function run(file: string, args: string[], opts: { input?: Buffer | strin
     child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
     child.on('error', reject);
     child.on('close', (status, signal) => resolve({ status, signal, stdout: Buffer.concat(out), stderr: err }));
+    opts.onSpawn?.(child);
     child.stdin!.on('error', () => undefined); // the program may exit before reading everything
     child.stdin!.end(opts.input ?? '');
   });
