@@ -289,11 +289,31 @@ test('import resumes after a crash at any point without duplicates or losses', a
   // The crash window between delivery and its record: drop the last "d" line, as a crash there would.
   const sfile = fs.readdirSync(target).find((f) => f.startsWith('.popctl-import-'))!;
   const state = fs.readFileSync(path.join(target, sfile), 'latin1');
-  fs.writeFileSync(path.join(target, sfile), state.replace(/d [0-9a-f]{64}\n$/, ''));
+  fs.writeFileSync(path.join(target, sfile), state.replace(/d [0-9a-f]{64} \S+\n$/, ''));
   const r = await popctl(['import', 'mbox', mbox, target]);
   assert.equal(r.status, 0, r.stderr);
   assert.ok(partial < msgs.length, 'the import was interrupted');
   assert.deepEqual(contents(target), msgs.map((b) => b.toString('latin1')).sort());
+});
+
+test('import resumes a crash before the delivery of a message identical to one already imported', async () => {
+  const dir = tmpdir();
+  const same = Buffer.from('Subject: same\n\nsame\n');
+  const mbox = path.join(dir, 'mbox');
+  fs.writeFileSync(mbox, mboxrd([same, same]));
+  const target = path.join(dir, 'Maildir');
+  assert.equal((await popctl(['import', 'mbox', mbox, target])).status, 0);
+  // Undo the second delivery and its record, leaving its "b" line: the crash came before the link.
+  const sfile = path.join(target, fs.readdirSync(target).find((f) => f.startsWith('.popctl-import-'))!);
+  const lines = fs.readFileSync(sfile, 'latin1').split('\n');
+  const second = lines[3].split(' ')[2];
+  fs.writeFileSync(sfile, lines.slice(0, 3).join('\n') + '\n');
+  fs.rmSync(path.join(target, 'new', fs.readdirSync(path.join(target, 'new')).find((f) => f.startsWith(second))!));
+  assert.equal(contents(target).length, 1);
+  const r = await popctl(['import', 'mbox', mbox, target]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout.toString(), /imported 1 messages .*; 1 already imported/);
+  assert.deepEqual(contents(target), [same.toString(), same.toString()]);
 });
 
 test('import maildir: byte-exact in delivery order, never follows symlinks', async () => {

@@ -10,7 +10,7 @@ import { deliver } from '@popd/shared/maildir';
 import { isSafeName, parseName } from '@popd/shared/uniquename';
 import { EX_DATAERR, EX_NOINPUT } from '@popd/shared/sysexits';
 import { mboxMessages, NotMbox } from './mbox';
-import { deliveredSince, hashOf, readState, StateWriter, stateFile } from './importstate';
+import { findUnrecorded, hashOf, readState, StateWriter, stateFile } from './importstate';
 import { becomeOwnerOf } from './owner';
 import { Failure } from './failure';
 import { Progress } from './progress';
@@ -98,11 +98,14 @@ export async function importMail(kind: SourceKind, source: string, maildir: stri
   fs.mkdirSync(maildir, { recursive: true, mode: 0o700 });
   const sfile = stateFile(maildir, kind, source);
   const state = readState(sfile);
-  if (state.pending && fs.existsSync(path.join(maildir, 'new'))) {
-    if (deliveredSince(maildir, state.pending)) state.done.set(state.pending.hash, (state.done.get(state.pending.hash) ?? 0) + 1);
-  }
   const writer = new StateWriter(sfile);
-  if (state.pending && (state.done.get(state.pending.hash) ?? 0) > 0) writer.write(`d ${state.pending.hash}`);
+  if (state.pending) {
+    const name = findUnrecorded(maildir, state.pending, state.names);
+    if (name !== null) {
+      state.done.set(state.pending.hash, (state.done.get(state.pending.hash) ?? 0) + 1);
+      writer.write(`d ${state.pending.hash} ${name}`);
+    }
+  }
   const progress = Progress.forStderr(totalBytes);
   const seen = new Map<string, number>();
   const sum: ImportSummary = { imported: 0, skipped: 0, bytes: 0 };
@@ -114,9 +117,9 @@ export async function importMail(kind: SourceKind, source: string, maildir: stri
       if (n <= (state.done.get(hash) ?? 0)) {
         sum.skipped++;
       } else {
-        writer.write(`b ${hash} ${m.data.length} ${Date.now()}`);
-        await deliver(maildir, Readable.from([m.data]));
-        writer.write(`d ${hash}`);
+        writer.write(`b ${hash} ${m.data.length}`);
+        const { name } = await deliver(maildir, Readable.from([m.data]));
+        writer.write(`d ${hash} ${parseName(name).unique}`);
         sum.imported++;
         sum.bytes += m.data.length;
       }

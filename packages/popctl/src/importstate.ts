@@ -2,11 +2,12 @@
  * The resume record of one import: a file inside the target maildir (its
  * name starts with "." so no maildir reader takes it for mail), one line per
  * event, appended and fsynced:
- *   b <sha256> <size> <ms>   about to deliver a message with this content
- *   d <sha256>               delivered it
+ *   b <sha256> <size>          about to deliver a message with this content
+ *   d <sha256> <unique name>   delivered it under that name
  * Counting "d" lines per hash makes identical messages in one source import
- * as often as they occur; a final "b" without its "d" is the message an
- * interruption caught mid-delivery, resolved by looking for it in the maildir.
+ * as often as they occur. A final "b" without its "d" is the message an
+ * interruption caught mid-delivery: it was delivered if new/ or cur/ holds
+ * a file with its content under a name no "d" line records.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -15,7 +16,9 @@ import { isSafeName, parseName } from '@popd/shared/uniquename';
 
 export interface ImportState {
   done: Map<string, number>;
-  pending: { hash: string; size: number; ms: number } | null;
+  /** Unique names of the messages this import delivered. */
+  names: Set<string>;
+  pending: { hash: string; size: number } | null;
 }
 
 export function stateFile(maildir: string, kind: string, source: string): string {
@@ -25,25 +28,27 @@ export function stateFile(maildir: string, kind: string, source: string): string
 
 export function parseState(text: string): ImportState {
   const done = new Map<string, number>();
+  const names = new Set<string>();
   let pending: ImportState['pending'] = null;
   for (const line of text.split('\n')) {
-    const b = /^b ([0-9a-f]{64}) (\d+) (\d+)$/.exec(line);
-    const d = /^d ([0-9a-f]{64})$/.exec(line);
-    if (b) pending = { hash: b[1], size: Number(b[2]), ms: Number(b[3]) };
+    const b = /^b ([0-9a-f]{64}) (\d{1,15})$/.exec(line);
+    const d = /^d ([0-9a-f]{64}) (\S+)$/.exec(line);
+    if (b) pending = { hash: b[1], size: Number(b[2]) };
     else if (d) {
       done.set(d[1], (done.get(d[1]) ?? 0) + 1);
+      names.add(d[2]);
       pending = null;
     }
     // Anything else is a line torn by a crash: the events around it still count.
   }
-  return { done, pending };
+  return { done, names, pending };
 }
 
 export function readState(file: string): ImportState {
   try {
     return parseState(fs.readFileSync(file, 'latin1'));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { done: new Map(), pending: null };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { done: new Map(), names: new Set(), pending: null };
     throw err;
   }
 }
@@ -52,17 +57,24 @@ export function hashOf(data: Buffer): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
 
-/** Whether a message with this content and size was delivered into new/ or cur/ at or after ms. */
-export function deliveredSince(maildir: string, p: { hash: string; size: number; ms: number }): boolean {
+/** The unique name of a message with this content in new/ or cur/ that no "d" line records, if any. */
+export function findUnrecorded(maildir: string, p: { hash: string; size: number }, recorded: Set<string>): string | null {
   for (const sub of ['new', 'cur']) {
-    for (const ent of fs.readdirSync(path.join(maildir, sub), { withFileTypes: true })) {
+    let ents: fs.Dirent[];
+    try {
+      ents = fs.readdirSync(path.join(maildir, sub), { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    for (const ent of ents) {
       if (!ent.isFile() || !isSafeName(ent.name)) continue;
       const n = parseName(ent.name);
-      if (n.size !== p.size || (n.time !== undefined && n.time < p.ms * 1000 - 1e6)) continue;
-      if (hashOf(fs.readFileSync(path.join(maildir, sub, ent.name))) === p.hash) return true;
+      if (n.size !== p.size || recorded.has(n.unique)) continue;
+      if (hashOf(fs.readFileSync(path.join(maildir, sub, ent.name))) === p.hash) return n.unique;
     }
   }
-  return false;
+  return null;
 }
 
 /** Appends events durably. */
