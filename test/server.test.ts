@@ -1,0 +1,216 @@
+/** popd + authpop + wrkrpop over real TLS: the AUTHORIZATION state, STLS, login rules, pipelining, limits. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import tls from 'node:tls';
+import { PopdFixture } from './lib/popd';
+import { connectPlain, connectTls, login, stls } from './lib/pop3tls';
+
+const msg = (i: number): string => `From: sender@example.org\nTo: alice@example.org\nSubject: message ${i}\n\nline one of ${i}\n.starts with a dot\n`;
+const crlf = (s: string): string => s.replace(/\n/g, '\r\n');
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+describe('one popd', () => {
+  let p: PopdFixture;
+  before(async () => {
+    p = await PopdFixture.start({
+      accounts: [
+        { user: 'alice', pass: 'alice pw', messages: [msg(1), msg(2), msg(3)] },
+        { user: 'bob', pass: 'bob-pw', messages: [msg(4)] },
+        { user: 'carol', pass: 'carol-pw' },
+      ],
+    });
+  });
+  after(async () => {
+    assert.equal((await p.stop()).code, 0);
+  });
+
+  test('implicit TLS: greeting, CAPA, login, STAT/LIST/UIDL/RETR, QUIT', async () => {
+    const c = await connectTls(p.tlsPort);
+    assert.match(await c.line(), /^\+OK/);
+    assert.match(await c.cmd('CAPA'), /^\+OK/);
+    const caps = (await c.multi()).toString().split('\r\n').filter((l) => l !== '');
+    for (const cap of ['USER', 'SASL PLAIN', 'TOP', 'UIDL', 'PIPELINING', 'RESP-CODES', 'AUTH-RESP-CODE']) assert.ok(caps.includes(cap), cap);
+    assert.ok(!caps.includes('STLS'), 'no STLS on an implicit-TLS port');
+    assert.ok(caps.some((l) => l.startsWith('IMPLEMENTATION')));
+    assert.match(await login(c, 'alice', 'alice pw'), /^\+OK/);
+    const octets = [1, 2, 3].map((i) => Buffer.byteLength(crlf(msg(i))));
+    assert.equal(await c.cmd('STAT'), `+OK 3 ${octets.reduce((a, b) => a + b)}`);
+    assert.match(await c.cmd('LIST'), /^\+OK/);
+    assert.equal((await c.multi()).toString(), octets.map((n, i) => `${i + 1} ${n}\r\n`).join(''));
+    assert.match(await c.cmd('UIDL'), /^\+OK/);
+    assert.match((await c.multi()).toString(), /^1 [0-9a-f]{64}\r\n2 [0-9a-f]{64}\r\n3 [0-9a-f]{64}\r\n$/);
+    assert.match(await c.cmd('RETR 2'), /^\+OK/);
+    assert.equal((await c.multi()).toString(), crlf(msg(2)));
+    assert.match(await c.cmd('QUIT'), /^\+OK/);
+    assert.equal((await c.rest()).length, 0);
+  });
+
+  test('STLS: no credentials before it, CAPA changes after it, login over TLS', async () => {
+    const c = await connectPlain(p.stlsPort);
+    assert.match(await c.line(), /^\+OK/);
+    assert.match(await c.cmd('CAPA'), /^\+OK/);
+    const before = (await c.multi()).toString();
+    assert.match(before, /^STLS\r$/m);
+    assert.doesNotMatch(before, /^USER\r$/m);
+    assert.match(await c.cmd('USER alice'), /^-ERR/);
+    assert.match(await c.cmd('PASS alice pw'), /^-ERR/);
+    assert.match(await c.cmd(`AUTH PLAIN ${b64('\0alice\0alice pw')}`), /^-ERR/);
+    assert.match(await c.cmd('STAT'), /^-ERR/);
+    const { answer, tls } = await stls(c);
+    assert.match(answer, /^\+OK/);
+    assert.ok(tls);
+    assert.match(await tls.cmd('CAPA'), /^\+OK/);
+    const afterCaps = (await tls.multi()).toString();
+    assert.match(afterCaps, /^USER\r$/m);
+    assert.doesNotMatch(afterCaps, /^STLS\r$/m);
+    assert.match(await tls.cmd('STLS'), /^-ERR/);
+    assert.match(await login(tls, 'bob', 'bob-pw'), /^\+OK/);
+    assert.match(await tls.cmd('STAT'), /^\+OK 1 /);
+    assert.match(await tls.cmd('QUIT'), /^\+OK/);
+  });
+
+  test('bytes sent after STLS in the same packet are discarded (CVE-2011-0411)', async () => {
+    const c = await connectPlain(p.stlsPort);
+    await c.line();
+    const { tls } = await stls(c, 'USER alice\r\n');
+    assert.ok(tls);
+    // Had the injected USER been executed, this PASS would log in.
+    assert.match(await tls.cmd('PASS alice pw'), /^-ERR/);
+    assert.match(await login(tls, 'alice', 'alice pw'), /^\+OK/);
+    await tls.cmd('QUIT');
+  });
+
+  test('unknown user and wrong password get the same answer; the third failure closes', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    const wrong = await login(c, 'alice', 'not it');
+    const unknown = await login(c, 'mallory', 'alice pw');
+    assert.match(wrong, /^-ERR \[AUTH\] /);
+    assert.equal(unknown, wrong);
+    assert.equal(await login(c, 'alice', ''), wrong);
+    assert.equal((await c.rest()).length, 0, 'closed after three failures');
+    assert.ok(!p.log.some((l) => l.includes('not it') || l.includes('alice pw')), 'no password in the log');
+  });
+
+  test('AUTH PLAIN with an initial response, with the "+ " continuation, and cancelled with "*"', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.equal(await c.cmd('AUTH PLAIN'), '+ ');
+    assert.match(await c.cmd('*'), /^-ERR/);
+    assert.match(await c.cmd('AUTH CRAM-MD5'), /^-ERR/);
+    assert.match(await c.cmd('AUTH PLAIN not*base64'), /^-ERR/);
+    assert.equal(await c.cmd('AUTH PLAIN'), '+ ');
+    assert.match(await c.cmd(b64('\0carol\0carol-pw')), /^\+OK/);
+    assert.match(await c.cmd('STAT'), /^\+OK 0 0/);
+    await c.cmd('QUIT');
+    const d = await connectTls(p.tlsPort);
+    await d.line();
+    assert.match(await d.cmd(`AUTH PLAIN ${b64('carol\0carol\0carol-pw')}`), /^\+OK/);
+    await d.cmd('QUIT');
+    const e = await connectTls(p.tlsPort);
+    await e.line();
+    assert.match(await e.cmd(`AUTH PLAIN ${b64('bob\0carol\0carol-pw')}`), /^-ERR \[AUTH\]/, 'no proxy authorization');
+    assert.match(await e.cmd(`AUTH PLAIN ${b64('\0carol\0wrong')}`), /^-ERR \[AUTH\]/);
+    await e.cmd('QUIT');
+  });
+
+  test('TLS 1.2 is refused', async () => {
+    await assert.rejects(connectTls(p.tlsPort, { maxVersion: 'TLSv1.2' }));
+    const c = await connectPlain(p.stlsPort);
+    await c.line();
+    c.send('STLS');
+    assert.match(await c.line(), /^\+OK/);
+    await assert.rejects(
+      new Promise((resolve, reject) => {
+        const t = tls.connect({ socket: c.io as net.Socket, rejectUnauthorized: false, maxVersion: 'TLSv1.2' }, () => resolve(t));
+        t.once('error', reject);
+      }),
+    );
+  });
+
+  test('USER/PASS/STAT/LIST/QUIT pipelined in one write', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    c.sendRaw('USER bob\r\nPASS bob-pw\r\nSTAT\r\nLIST\r\nQUIT\r\n');
+    assert.match(await c.line(), /^\+OK/, 'USER');
+    assert.match(await c.line(), /^\+OK/, 'PASS (the worker)');
+    const size = Buffer.byteLength(crlf(msg(4)));
+    assert.equal(await c.line(), `+OK 1 ${size}`);
+    assert.match(await c.line(), /^\+OK/);
+    assert.equal((await c.multi()).toString(), `1 ${size}\r\n`);
+    assert.match(await c.line(), /^\+OK/, 'QUIT');
+    assert.equal((await c.rest()).length, 0);
+  });
+
+  test('a second session for the same user gets [IN-USE]; after QUIT the user can log in again', async () => {
+    const a = await connectTls(p.tlsPort);
+    await a.line();
+    assert.match(await login(a, 'carol', 'carol-pw'), /^\+OK/);
+    const b = await connectTls(p.tlsPort);
+    await b.line();
+    assert.match(await login(b, 'carol', 'carol-pw'), /^-ERR \[IN-USE\]/);
+    await a.cmd('QUIT');
+    await a.rest();
+    await p.waitLog(/wrkrpop\[\d+\].*session end user=carol/);
+    // The slot is freed when the worker exits, a moment after its last line.
+    let answer = '';
+    for (let i = 0; i < 50 && !answer.startsWith('+OK'); i++) {
+      answer = await login(b, 'carol', 'carol-pw');
+      if (!answer.startsWith('+OK')) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(answer, /^\+OK/);
+    await b.cmd('QUIT');
+  });
+
+  test('a line over 255 octets is refused and the connection closed', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await c.cmd('USER ' + 'a'.repeat(300)), /^-ERR/);
+    assert.equal((await c.rest()).length, 0);
+  });
+
+  test('unknown commands and transaction commands before login get -ERR, the session goes on', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    for (const cmd of ['NOOP', 'RETR 1', 'APOP alice 0123456789abcdef0123456789abcdef', 'XYZZY', '']) assert.match(await c.cmd(cmd), /^-ERR/, cmd);
+    assert.match(await c.cmd('PASS x'), /^-ERR/, 'PASS without USER');
+    assert.match(await c.cmd('quit'), /^\+OK/);
+  });
+});
+
+describe('limits and timeouts', () => {
+  let p: PopdFixture;
+  before(async () => {
+    p = await PopdFixture.start({ accounts: [{ user: 'dave', pass: 'dave-pw' }], args: ['-M', '2', '-t', '1'] });
+  });
+  after(async () => {
+    assert.equal((await p.stop()).code, 0);
+  });
+
+  test('login timeout closes the connection', async () => {
+    const c = await connectTls(p.tlsPort);
+    assert.match(await c.line(), /^\+OK/);
+    assert.match((await c.rest()).toString(), /^-ERR .*timeout/);
+  });
+
+  test('over the per-address cap: -ERR [SYS/TEMP] too many connections', async () => {
+    const a = await connectTls(p.tlsPort);
+    const b = await connectPlain(p.stlsPort);
+    await a.line();
+    await b.line();
+    const c = await connectTls(p.tlsPort);
+    assert.match(await c.line(), /^-ERR \[SYS\/TEMP\] too many connections/);
+    a.io.destroy();
+    b.io.destroy();
+    // Once authpop reports them closed, the slots are free again.
+    let greeting = '';
+    for (let i = 0; i < 50 && !greeting.startsWith('+OK'); i++) {
+      const d = await connectTls(p.tlsPort);
+      greeting = await d.line();
+      d.io.destroy();
+      if (!greeting.startsWith('+OK')) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(greeting, /^\+OK/);
+  });
+});
