@@ -65,7 +65,8 @@ test('npm pack produces a tarball that installs with npm install -g and gives wo
     const key = path.join(dir, 'c.key');
     assert.equal(spawnSync('sh', [path.join(ROOT, 'examples/mkcert.sh'), 'localhost', cert, key]).status, 0);
     if (isRoot) fs.chownSync(key, MAILUSER.uid, MAILUSER.gid); // so that the unprivileged run below can read it
-    const args = ['-n', '-a', path.join(dir, 'authtab'), '-u', users, '-c', cert, '-k', key, '-l', '127.0.0.1:0'];
+    // -n checks the configuration without binding, so the port needs to be free of nothing.
+    const args = ['-n', '-a', path.join(dir, 'authtab'), '-u', users, '-c', cert, '-k', key, '-l', '127.0.0.1:9995'];
     const ok = await run(bin('popd'), args);
     assert.equal(ok.status, 0, ok.stderr);
     fs.writeFileSync(path.join(dir, 'authtab'), 'u not-a-hash\n');
