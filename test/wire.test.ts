@@ -1,0 +1,139 @@
+/** The wire rule, unique names and the popcache format, against independent reference implementations. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { WireForm, WireSize, wireSizeOf } from '@popd/shared/wire';
+import { curName, escapedHost, isSafeName, newBaseName, parseName, withSizes } from '@popd/shared/uniquename';
+import { parsePopcache, serializePopcache, uidlOf } from '@popd/shared/popcache';
+import { INPUTS, referenceWire, referenceWireSize, sha256 } from './lib/store';
+
+/** Splits buf at the given offsets (sorted, deduplicated, in range). */
+function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
+  const points = [...new Set(cuts.filter((c) => c > 0 && c < buf.length))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const p of points) {
+    out.push(buf.subarray(from, p));
+    from = p;
+  }
+  out.push(buf.subarray(from));
+  return out;
+}
+
+function wireOf(chunks: Buffer[]): { form: Buffer; size: number } {
+  const f = new WireForm();
+  const s = new WireSize();
+  const parts: Buffer[] = [];
+  for (const c of chunks) {
+    parts.push(f.chunk(c));
+    s.update(c);
+  }
+  parts.push(f.end());
+  return { form: Buffer.concat(parts), size: s.digest() };
+}
+
+test('wire form and size equal the reference conversion for every input, whole and split at every CR/LF and at random', () => {
+  for (const { name, data } of INPUTS) {
+    const ref = referenceWire(data);
+    assert.equal(referenceWireSize(data), ref.length, `${name}: the two references agree`);
+    const whole = wireOf([data]);
+    assert.ok(whole.form.equals(ref), `${name}: WireForm whole`);
+    assert.equal(whole.size, ref.length, `${name}: WireSize whole`);
+    assert.equal(wireSizeOf(data), ref.length, `${name}: wireSizeOf`);
+    // Cuts right before and after every CR and LF: a CRLF split across chunks is the hard case.
+    const around: number[] = [];
+    for (let i = 0; i < data.length; i++) if (data[i] === 0x0a || data[i] === 0x0d) around.push(i, i + 1);
+    const edgy = wireOf(splitAt(data, around));
+    assert.ok(edgy.form.equals(ref), `${name}: split around CR/LF`);
+    assert.equal(edgy.size, ref.length, `${name}: size split around CR/LF`);
+    for (let round = 0; round < 5; round++) {
+      const cuts = Array.from({ length: crypto.randomInt(1, 20) }, () => crypto.randomInt(0, data.length + 1));
+      const r = wireOf([Buffer.alloc(0), ...splitAt(data, cuts), Buffer.alloc(0)]);
+      assert.ok(r.form.equals(ref), `${name}: random split ${cuts}`);
+      assert.equal(r.size, ref.length, `${name}: random split size ${cuts}`);
+    }
+  }
+});
+
+test('wire rule: the chosen end rule and CR handling, spelled out', () => {
+  const cases: Array<[string, string]> = [
+    ['', ''],
+    ['a', 'a\r\n'],
+    ['a\n', 'a\r\n'],
+    ['a\r\n', 'a\r\n'],
+    ['a\r', 'a\r\r\n'],
+    ['\n', '\r\n'],
+    ['\r\n\n', '\r\n\r\n'],
+    ['x\n\ry', 'x\r\n\ry\r\n'],
+  ];
+  for (const [input, wire] of cases) {
+    const r = wireOf([Buffer.from(input, 'latin1')]);
+    assert.equal(r.form.toString('latin1'), wire, JSON.stringify(input));
+    assert.equal(r.size, wire.length, JSON.stringify(input));
+  }
+  // A CR at the end of one chunk and LF at the start of the next is one CRLF, not a bare LF.
+  assert.equal(wireOf([Buffer.from('a\r'), Buffer.from('\nb\n')]).form.toString(), 'a\r\nb\r\n');
+});
+
+test('unique names: maildir++ form, parsed back, safe, with consistent wall-clock microseconds', async () => {
+  let prev = 0;
+  for (let i = 0; i < 40; i++) {
+    const before = Date.now();
+    const base = newBaseName();
+    const after = Date.now();
+    assert.match(base, /^\d{10,}\.M\d{1,6}P\d+R[0-9a-f]{16}\.\S+$/);
+    assert.ok(isSafeName(base) && !base.includes('/') && !base.includes(':'), base);
+    const p = parseName(withSizes(base, 12, 14));
+    assert.equal(p.size, 12);
+    assert.equal(p.wsize, 14);
+    assert.ok(p.time !== undefined && p.time > prev, 'strictly increasing within a process');
+    prev = p.time;
+    // Seconds and microseconds from one clock reading: within the wall-clock bracket (50 ms of slack for clock slew).
+    assert.ok(p.time >= (before - 50) * 1000 && p.time <= (after + 50) * 1000, `${base}: ${p.time} not within [${before}, ${after}] ms`);
+    await new Promise((r) => setTimeout(r, crypto.randomInt(1, 7)));
+  }
+  const names = new Set(Array.from({ length: 1000 }, () => newBaseName()));
+  assert.equal(names.size, 1000);
+});
+
+test('unique names: hostname escaping keeps names safe; parseName reads flags and sizes only where well formed', () => {
+  for (const host of ['a/b:c,d\\e', 'with space', 'tab\there', 'ünï.example', 'new\nline']) {
+    const h = escapedHost(host);
+    assert.ok(isSafeName(`1.M1P1R0.${h}`), `${host} -> ${h}`);
+    assert.ok(!/[/:,\s]/.test(h), `${host} -> ${h}`);
+  }
+  assert.equal(escapedHost('mx/1:2'), 'mx\\0571\\0722');
+  const p = parseName('1700000000.M5P1R2.host,S=10,W=12:2,ST');
+  assert.deepEqual(p, { unique: '1700000000.M5P1R2.host,S=10,W=12', flags: 'ST', size: 10, wsize: 12, time: 1700000000000005 });
+  assert.deepEqual(parseName('foreign-name'), { unique: 'foreign-name', flags: '' });
+  assert.equal(parseName('1.host,S=x,W=1e3').wsize, undefined);
+  assert.equal(curName('u', 'TSTS'), 'u:2,ST');
+  for (const bad of ['', '.hidden', 'a/b', 'a b', 'x'.repeat(256), 'tab\t', 'ü']) assert.ok(!isSafeName(bad), JSON.stringify(bad));
+});
+
+test('popcache format: C-compatible lines; corrupt, truncated, wrong-uidl and duplicate lines are counted and skipped', () => {
+  const a = '1700000000.M1P1R1.h,S=3,W=5';
+  const b = '1700000001.M1P1R1.h,S=9,W=9';
+  assert.equal(uidlOf(a), sha256(a));
+  const good = serializePopcache([
+    { name: a, octets: 5, uidl: uidlOf(a) },
+    { name: b, octets: 9, uidl: uidlOf(b) },
+  ]);
+  assert.equal(good, `${a} 5 ${sha256(a)}\n${b} 9 ${sha256(b)}\n`);
+  assert.deepEqual(parsePopcache(good), { entries: new Map([[a, { name: a, octets: 5, uidl: sha256(a) }], [b, { name: b, octets: 9, uidl: sha256(b) }]]), bad: 0 });
+  const corrupt = [
+    `${a} 5 ${sha256(a)}`,
+    'garbage',
+    `${b} 9 ${sha256(a)}`, // wrong uidl
+    `${b} 09 ${sha256(b)}`, // leading zero
+    `${b} -1 ${sha256(b)}`,
+    `${b}  9 ${sha256(b)}`,
+    `${b} 9 ${sha256(b).toUpperCase()}`,
+    `${b}:2,S 9 ${sha256(b + ':2,S')}`, // a cur/ name, not a unique name
+    `${a} 7 ${sha256(a)}`, // duplicate: the later line wins
+    `${b} 9 ${sha256(b).slice(0, 30)}`, // truncated, and no final newline
+  ].join('\n');
+  const r = parsePopcache(corrupt);
+  assert.deepEqual([...r.entries.values()], [{ name: a, octets: 7, uidl: sha256(a) }]);
+  assert.equal(r.bad, 9);
+});
