@@ -40,19 +40,17 @@ async function serve(o: Options, checked: ReturnType<typeof checkConfig>): Promi
     process.disconnect();
   };
   const logs = makeLogs(o.foreground, o.verbosity);
-  if (!isRoot()) logs.log.warning(`not started as root: unprivileged mode, no chroot; only usertab users with uid ${process.getuid!()} can log in`);
   const server = new Server(o, checked.tables, checked.drop, logs);
   try {
     await server.start();
   } catch (err) {
     const msg = (err as Error).message;
+    if (!detached) fail([msg]);
     logs.log.err(msg);
-    if (detached) {
-      report(msg);
-      process.exit(1);
-    }
-    fail([msg]);
+    report(msg);
+    process.exit(1);
   }
+  if (!isRoot()) logs.log.warning(`not started as root: unprivileged mode, no chroot; only usertab users with uid ${process.getuid!()} can log in`);
   process.on('SIGHUP', () => server.reload());
   const stop = (): void => void server.shutdown().then(() => process.exit(0));
   process.on('SIGTERM', stop);

@@ -154,8 +154,12 @@ export function loadTables(authFile: string, userFile: string, subdir?: string):
   const auth = authText === null ? new Map<string, string>() : collect(parseAuthtab(authText, authFile), problems);
   const users = userText === null ? new Map<string, UserInfo>() : collect(parseUsertab(userText, userFile, subdir), problems);
   if (authText !== null && userText !== null) {
-    for (const user of auth.keys()) if (!users.has(user)) problems.push(`${userFile}: user ${user} is in ${authFile} but has no line here`);
-    for (const user of users.keys()) if (!auth.has(user)) problems.push(`${authFile}: user ${user} is in ${userFile} but has no line here`);
+    // A user whose line is malformed has its problem reported already: not a second one here.
+    const named = (text: string, file: string): Set<string> => new Set(rows(text, file, []).map((r) => r.key));
+    const inAuth = named(authText, authFile);
+    const inUsers = named(userText, userFile);
+    for (const user of auth.keys()) if (!inUsers.has(user)) problems.push(`${userFile}: user ${user} is in ${authFile} but has no line here`);
+    for (const user of users.keys()) if (!inAuth.has(user)) problems.push(`${authFile}: user ${user} is in ${userFile} but has no line here`);
   }
   return { value: { auth, users }, problems };
 }

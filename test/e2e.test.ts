@@ -1,0 +1,320 @@
+/** popd as a whole: the process model as root (from /proc), faults, signals, configuration errors. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import bcrypt from 'bcryptjs';
+import { freePort, waitFor } from './lib/mailhost';
+import { connectTls, login } from './lib/pop3tls';
+import { ensurePop3dUser, makeCert, PopdFixture } from './lib/popd';
+import { BIN, isRoot, MAILUSER, run, tmpdir } from './lib/util';
+
+const msg = (i: number, body = `body ${i}\n`): string => `From: a@example.org\nSubject: ${i}\n\n${body}`;
+
+/** pid of a child process named by a log line such as "session for alice: wrkrpop[123]". */
+async function pidFromLog(p: PopdFixture, re: RegExp): Promise<number> {
+  const line = await p.waitLog(re);
+  return Number(re.exec(line)![1]);
+}
+
+const exists = (pid: number): boolean => fs.existsSync(`/proc/${pid}`);
+
+interface ProcInfo {
+  pid: number;
+  ppid: number;
+  uids: number[];
+  gids: number[];
+  groups: number[];
+  root: string;
+  fds: string[];
+  cmdline: string;
+}
+
+function proc(pid: number): ProcInfo {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string): number[] =>
+    (new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '')
+      .split(/\s+/)
+      .filter((x) => x !== '')
+      .map(Number);
+  const fds = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+  return {
+    pid,
+    ppid: field('PPid')[0],
+    uids: field('Uid'),
+    gids: field('Gid'),
+    groups: field('Groups'),
+    root: fs.readlinkSync(`/proc/${pid}/root`),
+    fds,
+    cmdline: fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '),
+  };
+}
+
+/** popd and all its descendants. */
+function tree(rootPid: number): ProcInfo[] {
+  const all = fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .flatMap((d) => {
+      try {
+        return [proc(Number(d))];
+      } catch {
+        return [];
+      }
+    });
+  const out = all.filter((p) => p.pid === rootPid);
+  for (let i = 0; i < out.length; i++) out.push(...all.filter((p) => p.ppid === out[i].pid));
+  return out;
+}
+
+/** Inodes of the sockets listening on these TCP ports (from /proc/net/tcp and tcp6). */
+function listeningInodes(ports: number[]): string[] {
+  const out: string[] = [];
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of fs.readFileSync(f, 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10 || cols[3] !== '0A') continue;
+      if (ports.includes(parseInt(cols[1].split(':')[1], 16))) out.push(cols[9]);
+    }
+  }
+  return out;
+}
+
+describe('process model as root', { skip: !isRoot && 'needs root: chroot and privilege drops' }, () => {
+  let p: PopdFixture;
+  before(async () => {
+    p = await PopdFixture.start({ accounts: [{ user: 'alice', pass: 'pw-a', messages: [msg(1)] }], mode: 'root' });
+  });
+  after(async () => {
+    if (p) assert.equal((await p.stop()).code, 0);
+  });
+
+  test('popd alone is root and holds the listeners; authpop is _pop3d in /var/empty without key or tables; the worker is the mail user in the maildir', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'alice', 'pw-a'), /^\+OK/);
+    const workerPid = await pidFromLog(p, /session for alice: wrkrpop\[(\d+)\]/);
+    await waitFor('the spare worker', () => tree(p.proc.pid!).length >= 4);
+    const procs = tree(p.proc.pid!);
+    const popd = procs.find((x) => x.pid === p.proc.pid)!;
+    const authpop = procs.filter((x) => x.cmdline.includes(BIN.authpop));
+    const worker = procs.find((x) => x.pid === workerPid)!;
+    assert.equal(authpop.length, 1);
+    assert.ok(worker, 'the session worker is a child of popd');
+
+    // Root: popd, and at most one idle spare wrkrpop that has been told nothing yet (it has no user, no mail, no network socket).
+    const root = procs.filter((x) => x.uids.some((u) => u === 0));
+    assert.ok(root.includes(popd));
+    const others = root.filter((x) => x !== popd);
+    assert.ok(others.length <= 1, `root processes: ${root.map((x) => x.cmdline).join('; ')}`);
+    for (const s of others) {
+      assert.ok(s.cmdline.includes(BIN.wrkrpop) && s.ppid === popd.pid && s.pid !== workerPid, `unexpected root process ${s.cmdline}`);
+      assert.equal(s.root, '/');
+    }
+
+    const pw = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('_pop3d:'))!.split(':');
+    const [uid, gid] = [Number(pw[2]), Number(pw[3])];
+    const a = authpop[0];
+    assert.deepEqual(a.uids, [uid, uid, uid, uid]);
+    assert.deepEqual(a.gids, [gid, gid, gid, gid]);
+    assert.deepEqual(a.groups, [gid]);
+    assert.equal(a.root, '/var/empty');
+    for (const f of Object.values(p.files)) assert.ok(!a.fds.includes(f), `authpop holds ${f} open`);
+    assert.ok(!a.fds.some((f) => f.startsWith('/') && f !== '/dev/null'), `authpop files: ${a.fds.join(' ')}`);
+
+    assert.deepEqual(worker.uids, Array(4).fill(MAILUSER.uid));
+    assert.deepEqual(worker.gids, Array(4).fill(MAILUSER.gid));
+    assert.equal(worker.root, p.maildir('alice'));
+
+    const listeners = listeningInodes([p.tlsPort, p.stlsPort]);
+    assert.equal(listeners.length, 2);
+    for (const x of procs) {
+      const held = listeners.filter((i) => x.fds.includes(`socket:[${i}]`));
+      assert.equal(held.length, x === popd ? 2 : 0, `${x.cmdline} holds ${held.length} listeners`);
+    }
+    await c.cmd('QUIT');
+  });
+});
+
+describe('faults and signals', () => {
+  let p: PopdFixture;
+  const big = msg(1, 'x'.repeat(200) + '\n').repeat(1) + ('y'.repeat(998) + '\n').repeat(8000);
+  before(async () => {
+    p = await PopdFixture.start({ accounts: [{ user: 'erin', pass: 'pw-e', messages: [big, msg(2)] }, { user: 'frank', pass: 'pw-f', messages: [msg(3)] }] });
+  });
+  after(async () => {
+    if (p.proc.exitCode === null) await p.stop();
+  });
+
+  const files = (user: string): string[] => ['new', 'cur'].flatMap((d) => fs.readdirSync(path.join(p.maildir(user), d)));
+
+  test('kill -9 of a worker in the middle of RETR closes that client and deletes nothing', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'erin', 'pw-e'), /^\+OK/);
+    const pid = await pidFromLog(p, /session for erin: wrkrpop\[(\d+)\]/);
+    assert.match(await c.cmd('DELE 2'), /^\+OK/);
+    c.send('RETR 1');
+    assert.match(await c.line(), /^\+OK/);
+    process.kill(pid, 'SIGKILL');
+    const rest = await c.rest();
+    assert.ok(rest.length < Buffer.byteLength(big) * 1.01 + 10, 'the client is closed');
+    assert.equal(files('erin').length, 2);
+    await waitFor('the worker to be gone', () => !exists(pid));
+    let answer = '';
+    for (let i = 0; i < 50 && !answer.startsWith('+OK'); i++) {
+      const d = await connectTls(p.tlsPort);
+      await d.line();
+      answer = await login(d, 'erin', 'pw-e');
+      if (answer.startsWith('+OK')) {
+        assert.match(await d.cmd('STAT'), /^\+OK 2 /);
+        await d.cmd('QUIT');
+      } else await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(answer, /^\+OK/);
+  });
+
+  test('kill -9 of authpop drops its sessions; popd starts a new one and the next login works', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'frank', 'pw-f'), /^\+OK/);
+    const authpop = tree(p.proc.pid!).find((x) => x.cmdline.includes(BIN.authpop))!;
+    process.kill(authpop.pid, 'SIGKILL');
+    await c.rest();
+    await p.waitLog(new RegExp(`authpop\\[${authpop.pid}\\] exited with SIGKILL`));
+    const d = await connectTls(p.tlsPort);
+    assert.match(await d.line(), /^\+OK/);
+    // frank's worker saw its socket close and exited, so frank is not [IN-USE].
+    let answer = '';
+    for (let i = 0; i < 50 && !answer.startsWith('+OK'); i++) {
+      answer = await login(d, 'frank', 'pw-f');
+      if (!answer.startsWith('+OK')) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(answer, /^\+OK 1 message|^\+OK/);
+    await d.cmd('QUIT');
+  });
+
+  test('SIGHUP with a broken table keeps the old tables; a good one is taken', async () => {
+    const good = fs.readFileSync(p.files.authtab, 'utf8');
+    fs.writeFileSync(p.files.authtab, good + 'broken-line-without-hash\n');
+    p.proc.kill('SIGHUP');
+    await p.waitLog(/reload failed/);
+    assert.ok(p.log.some((l) => l.includes(`${p.files.authtab}:3`)), 'file:line in the log');
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'erin', 'pw-e'), /^\+OK/);
+    await c.cmd('QUIT');
+    await c.rest();
+    fs.writeFileSync(p.files.authtab, good.replace(/^frank\t.*$/m, `frank\t${bcrypt.hashSync('new-pw', 4)}`));
+    p.proc.kill('SIGHUP');
+    await p.waitLog(/reloaded tables/);
+    const d = await connectTls(p.tlsPort);
+    await d.line();
+    assert.match(await login(d, 'frank', 'new-pw'), /^\+OK/);
+    await d.cmd('QUIT');
+  });
+
+  test('SIGTERM: an open session may finish, then popd exits 0 with no process left behind', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'erin', 'pw-e'), /^\+OK/);
+    const children = tree(p.proc.pid!).filter((x) => x.pid !== p.proc.pid);
+    assert.ok(children.length >= 2);
+    const stopped = p.stop();
+    await p.waitLog(/shutting down/);
+    assert.match(await c.cmd('STAT'), /^\+OK 2 /, 'the session goes on');
+    assert.match(await c.cmd('QUIT'), /^\+OK/);
+    assert.equal((await stopped).code, 0);
+    await waitFor('every child to be gone', () => children.every((x) => !exists(x.pid)), 5_000);
+  });
+});
+
+describe('configuration errors: one line, exit 1', () => {
+  let dir: string;
+  let args: (over: Record<string, string>, extra?: string[]) => string[];
+  before(() => {
+    dir = tmpdir('popd-cfg-');
+    const { cert, key } = makeCert(dir);
+    const other = makeCert(fs.mkdtempSync(path.join(dir, 'o')));
+    const h = bcrypt.hashSync('pw', 4);
+    const w = (name: string, text: string): string => {
+      fs.writeFileSync(path.join(dir, name), text);
+      return path.join(dir, name);
+    };
+    w('authtab', `u1\t${h}\n`);
+    w('usertab', `u1\t${MAILUSER.uid}:${MAILUSER.gid}:/var/mail/u1\n`);
+    w('bad-authtab', `u1\t${h}\nu2 notahash-$2b$10$secretsecret\n`);
+    w('usertab-2', `u1\t${MAILUSER.uid}:${MAILUSER.gid}:/var/mail/u1\nu2\t${MAILUSER.uid}:${MAILUSER.gid}:/var/mail/u2\n`);
+    w('authtab-extra', `u1\t${h}\nu2\t${h}\n`);
+    w('usertab-uid0', `u1\t0:0:/var/mail/u1\n`);
+    w('usertab-rel', `u1\t${MAILUSER.uid}:${MAILUSER.gid}:mail/u1\n`);
+    w('garbage.pem', 'not a certificate\n');
+    fs.renameSync(other.key, path.join(dir, 'other-key.pem'));
+    if (isRoot) for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), MAILUSER.uid, MAILUSER.gid);
+    args = (over, extra = []) => {
+      const o: Record<string, string> = { '-a': path.join(dir, 'authtab'), '-u': path.join(dir, 'usertab'), '-c': cert, '-k': key, '-l': '127.0.0.1:1', ...over };
+      return [...Object.entries(o).flatMap(([k, v]) => (v === '' ? [] : [k, v])), ...extra];
+    };
+  });
+
+  const cases: Array<[string, Record<string, string>, RegExp, string[]?]> = [
+    ['missing authtab', { '-a': '/nonexistent/authtab' }, /^popd: \/nonexistent\/authtab: cannot read: no such file$/],
+    ['malformed authtab line', { '-a': 'bad-authtab', '-u': 'usertab-2' }, /bad-authtab:2: user u2: not a bcrypt hash/],
+    ['user in authtab without usertab line', { '-a': 'authtab-extra' }, /user u2 is in .*authtab-extra but has no line here/],
+    ['uid 0', { '-u': 'usertab-uid0' }, /usertab-uid0:1: user u1: uid and gid must not be 0/],
+    ['relative maildir', { '-u': 'usertab-rel' }, /usertab-rel:1: user u1: maildir must be an absolute path/],
+    ['certificate that does not load', { '-c': 'garbage.pem' }, /garbage\.pem.*cannot load certificate and key/],
+    ['key that does not match', { '-k': 'other-key.pem' }, /other-key\.pem: key does not match certificate/],
+    ['no listener', { '-l': '' }, /at least one -l or -s/],
+    ['bad address', { '-l': 'localhost:995' }, /expected IPv4 address or \[IPv6 address\]/],
+    ['bad number', {}, /maxconn|-m/, ['-m', '0']],
+  ];
+  for (const [name, over, re, extra] of cases) {
+    test(name, async () => {
+      const full = Object.fromEntries(Object.entries(over).map(([k, v]) => [k, v !== '' && !v.startsWith('/') && k !== '-l' ? path.join(dir, v) : v]));
+      const r = await run(BIN.popd, args(full, extra));
+      assert.equal(r.status, 1, r.stderr);
+      const lines = r.stderr.trimEnd().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0], re);
+      assert.doesNotMatch(r.stderr, /secret|\$2b\$04\$/, 'never a hash');
+    });
+  }
+
+  test('missing unprivileged user', { skip: !isRoot && 'the user matters only as root' }, async () => {
+    ensurePop3dUser();
+    const r = await run(BIN.popd, args({}, ['-U', 'no-such-user-xyz', '-n']), { asRoot: true });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, 'popd: -U no-such-user-xyz: no such user\n');
+  });
+
+  test('address already in use, with -d and detached', async () => {
+    const port = await freePort();
+    const holder = net.createServer().listen(port, '127.0.0.1');
+    await new Promise((r) => holder.once('listening', r));
+    try {
+      for (const extra of [['-d'], []]) {
+        const r = await run(BIN.popd, args({ '-l': `127.0.0.1:${port}` }, extra));
+        assert.equal(r.status, 1, r.stderr);
+        assert.equal(r.stderr, `popd: cannot listen on 127.0.0.1:${port}: address already in use\n`);
+      }
+    } finally {
+      holder.close();
+    }
+  });
+
+  test('-n: checks and exits 0 or 1', async () => {
+    const ok = await run(BIN.popd, args({}, ['-n']));
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal(ok.stdout.toString(), 'configuration OK\n');
+    const bad = await run(BIN.popd, args({ '-u': path.join(dir, 'usertab-uid0') }, ['-n']));
+    assert.equal(bad.status, 1);
+  });
+});
