@@ -1,6 +1,6 @@
 /**
  * A running popd for tests: a state directory with a self-signed
- * certificate, authtab and usertab (bcrypt cost 4), maildirs filled through
+ * certificate, authtab and usertab (bcrypt cost 4 by default), maildirs filled through
  * popmda, and popd in the foreground on free ports (TLS and STLS).
  * As root, popd runs as root (real chroot and drops, authpop as _pop3d);
  * mode 'unprivileged' runs it as the mail user instead.
@@ -24,6 +24,8 @@ export interface FixtureOptions {
   mode?: 'root' | 'unprivileged';
   /** Further popd options, e.g. ['-M', '2']. */
   args?: string[];
+  /** bcrypt cost of the authtab hashes (4 unless told: tests need no slow hashes). */
+  cost?: number;
 }
 
 /** Makes sure authpop's user and chroot exist on this machine (as root only). */
@@ -73,7 +75,7 @@ export class PopdFixture {
     if (mode === 'root') ensurePop3dUser();
     const dir = tmpdir('popd-srv-');
     const files = { authtab: path.join(dir, 'authtab'), usertab: path.join(dir, 'usertab'), ...makeCert(dir) };
-    fs.writeFileSync(files.authtab, o.accounts.map((a) => `${a.user}\t${bcrypt.hashSync(a.pass, 4)}\n`).join(''));
+    fs.writeFileSync(files.authtab, o.accounts.map((a) => `${a.user}\t${bcrypt.hashSync(a.pass, o.cost ?? 4)}\n`).join(''));
     fs.writeFileSync(files.usertab, o.accounts.map((a) => `${a.user}\t${MAILUSER.uid}:${MAILUSER.gid}:${path.join(dir, 'mail', a.user)}\n`).join(''));
     if (isRoot) for (const f of Object.values(files)) fs.chownSync(f, MAILUSER.uid, MAILUSER.gid);
     for (const a of o.accounts) {
