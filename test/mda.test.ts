@@ -272,6 +272,21 @@ test('a maildir that cannot be created exits 73', async () => {
   assert.deepEqual(fs.readdirSync(ro), []);
 });
 
+test('a maildir is created (0700, durable) under a spool directory the mail user may write but not read', async () => {
+  const spool = path.join(tmpdir(), 'spool');
+  fs.mkdirSync(spool);
+  // Owned by root when we are root (others may write and search), else our own with no read bit.
+  fs.chmodSync(spool, isRoot ? 0o1733 : 0o333);
+  try {
+    const r = await popmda(['-m', path.join(spool, 'alice', 'Maildir')], { input: 'x\n' });
+    assert.equal(r.status, 0, r.stderr);
+    for (const d of ['alice', 'alice/Maildir', 'alice/Maildir/new']) assert.equal(fs.statSync(path.join(spool, d)).mode & 0o777, 0o700, d);
+    assert.equal(ls(path.join(spool, 'alice', 'Maildir'), 'new').length, 1);
+  } finally {
+    fs.chmodSync(spool, 0o755);
+  }
+});
+
 test('refuses to run as root (75: the mail stays queued while the operator fixes smtpd.conf)', { skip: !isRoot && 'not root' }, async () => {
   const md = path.join(tmpdir(), 'Maildir');
   assertFails(await popmda(['-m', md], { input: 'x\n', asRoot: true }), 75, /^popmda: refusing to run as root/);

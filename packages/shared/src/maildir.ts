@@ -17,10 +17,27 @@ export const SUBDIRS = ['cur', 'new', 'tmp'] as const;
 export const TMP_MAX_AGE_MS = 36 * 3600 * 1000;
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
-/** Creates the maildir and its subdirectories (mode 0700) where missing. */
+/**
+ * Creates the maildir and its subdirectories (mode 0700) where missing, and
+ * makes what it created durable, so that a message fsynced into new/ cannot
+ * vanish in a crash together with a directory entry nobody synced.
+ */
 export function ensureMaildir(maildir: string): void {
-  fs.mkdirSync(maildir, { recursive: true, mode: 0o700 });
-  for (const d of SUBDIRS) fs.mkdirSync(path.join(maildir, d), { recursive: true, mode: 0o700 });
+  const top = fs.mkdirSync(maildir, { recursive: true, mode: 0o700 });
+  let created = top !== undefined;
+  for (const d of SUBDIRS) created = fs.mkdirSync(path.join(maildir, d), { recursive: true, mode: 0o700 }) !== undefined || created;
+  if (!created) return;
+  fsyncDir(maildir);
+  // Every directory from the first one created up to the maildir's parent holds a new entry.
+  if (top !== undefined) for (let d = path.dirname(maildir); ; d = path.dirname(d)) {
+    try {
+      fsyncDir(d);
+    } catch (err) {
+      // A parent we may write but not read (a 1733 spool directory) cannot be opened to sync: best effort.
+      if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    }
+    if (d === path.dirname(top) || d === path.dirname(d)) break;
+  }
 }
 
 export interface Delivered {
