@@ -1,6 +1,7 @@
 /** popd as a whole: the process model as root (from /proc), faults, signals, configuration errors. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -307,6 +308,54 @@ describe('configuration errors: one line, exit 1', () => {
       }
     } finally {
       holder.close();
+    }
+  });
+
+  test('without -d popd detaches: the command exits 0 once it serves, and SIGTERM ends the daemon', async () => {
+    const port = await freePort();
+    const r = await run(BIN.popd, args({ '-l': `127.0.0.1:${port}` }));
+    assert.equal(r.status, 0, r.stderr);
+    const c = await connectTls(port);
+    assert.match(await c.line(), /^\+OK/);
+    c.io.destroy();
+    const authtab = path.join(dir, 'authtab');
+    const daemon = fs
+      .readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number)
+      .find((pid) => {
+        try {
+          const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+          return cmd.includes(BIN.popd) && cmd.includes(authtab) && cmd.includes(`127.0.0.1:${port}`);
+        } catch {
+          return false;
+        }
+      });
+    assert.ok(daemon, 'the detached popd is running');
+    const children = tree(daemon).filter((x) => x.pid !== daemon);
+    process.kill(daemon, 'SIGTERM');
+    await waitFor('the daemon and its children to exit', () => !exists(daemon) && children.every((x) => !exists(x.pid)), 10_000);
+  });
+
+  test('an [IPv6] listener serves', { skip: !fs.existsSync('/proc/net/if_inet6') && 'no IPv6' }, async () => {
+    const port = await freePort();
+    const bad = await run(BIN.popd, args({ '-l': `::1:${port}` }, ['-n']));
+    assert.equal(bad.status, 1);
+    const popd = spawn(process.execPath, [BIN.popd, ...args({ '-l': `[::1]:${port}` }, ['-d'])], { stdio: ['ignore', 'ignore', 'pipe'], ...(isRoot ? { uid: MAILUSER.uid, gid: MAILUSER.gid } : {}) });
+    let err = '';
+    popd.stderr!.on('data', (b: Buffer) => (err += b));
+    try {
+      await waitFor('popd on [::1]', () => {
+        if (popd.exitCode !== null) throw new Error(err);
+        return err.includes(`listening on [::1]:${port}`);
+      });
+      const c = await connectTls(port, { host: '::1' });
+      assert.match(await c.line(), /^\+OK/);
+      c.io.destroy();
+    } finally {
+      const exited = new Promise((r) => popd.once('exit', r));
+      popd.kill('SIGTERM');
+      await exited;
     }
   });
 

@@ -1,10 +1,12 @@
 /** popd + authpop + wrkrpop over real TLS: the AUTHORIZATION state, STLS, login rules, pipelining, limits. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { PopdFixture } from './lib/popd';
 import { connectPlain, connectTls, login, stls } from './lib/pop3tls';
+import { MAILUSER } from './lib/util';
 
 const msg = (i: number): string => `From: sender@example.org\nTo: alice@example.org\nSubject: message ${i}\n\nline one of ${i}\n.starts with a dot\n`;
 const crlf = (s: string): string => s.replace(/\n/g, '\r\n');
@@ -212,5 +214,32 @@ describe('limits and timeouts', () => {
       if (!greeting.startsWith('+OK')) await new Promise((r) => setTimeout(r, 100));
     }
     assert.match(greeting, /^\+OK/);
+  });
+});
+
+describe('unprivileged mode', () => {
+  let p: PopdFixture;
+  before(async () => {
+    p = await PopdFixture.start({ accounts: [{ user: 'ivan', pass: 'ivan-pw', messages: ['Subject: hi\n\nhi\n'] }, { user: 'judy', pass: 'judy-pw' }], mode: 'unprivileged' });
+  });
+  after(async () => {
+    assert.equal((await p.stop()).code, 0);
+  });
+
+  test('warns, serves users of its own uid, and answers [SYS/PERM] for another uid after the right password', async () => {
+    await p.waitLog(/warning: not started as root: unprivileged mode/);
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'ivan', 'ivan-pw'), /^\+OK/);
+    assert.match(await c.cmd('STAT'), /^\+OK 1 /);
+    await c.cmd('QUIT');
+    const usertab = fs.readFileSync(p.files.usertab, 'utf8');
+    fs.writeFileSync(p.files.usertab, usertab.replace(/^judy\t\d+:/m, `judy\t${MAILUSER.uid + 1}:`));
+    p.proc.kill('SIGHUP');
+    await p.waitLog(/reloaded tables/);
+    const d = await connectTls(p.tlsPort);
+    await d.line();
+    assert.match(await login(d, 'judy', 'wrong'), /^-ERR \[AUTH\]/);
+    assert.match(await login(d, 'judy', 'judy-pw'), /^-ERR \[SYS\/PERM\]/);
   });
 });
