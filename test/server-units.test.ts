@@ -1,0 +1,88 @@
+/** The pure parts of popd and authpop: the AUTHORIZATION state machine, line splitting, addresses, caps, the password check. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import bcrypt from 'bcryptjs';
+import { LineBuffer, MAX_LINE } from '@popd/authpop/lines';
+import { newSession, step } from '@popd/authpop/session';
+import { ConnLimits } from '@popd/popd/limits';
+import { parseAddress } from '@popd/popd/options';
+import { dummySalt, Verifier } from '@popd/popd/verifier';
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+test('session: credentials only after TLS; STLS once and only on a plain port', () => {
+  const s = newSession('stls');
+  assert.deepEqual(step(s, 'USER a'), { t: 'reply', lines: ['-ERR [AUTH] credentials are refused before STLS'] });
+  assert.equal(step(s, `AUTH PLAIN ${b64('\0a\0b')}`).t, 'reply');
+  assert.deepEqual(step(s, 'stls'), { t: 'stls' });
+  assert.match((step(s, 'STLS') as { lines: string[] }).lines[0], /^-ERR/);
+  assert.deepEqual(step(s, 'USER a'), { t: 'reply', lines: ['+OK send PASS'] });
+  assert.deepEqual(step(s, 'PASS pass with spaces'), { t: 'auth', user: 'a', pass: 'pass with spaces' });
+  assert.match((step(s, 'PASS again') as { lines: string[] }).lines[0], /USER first/);
+  const t = newSession('tls');
+  assert.match((step(t, 'STLS') as { lines: string[] }).lines[0], /^-ERR/);
+});
+
+test('session: AUTH PLAIN forms, "=" and "*", malformed responses', () => {
+  const s = newSession('tls');
+  assert.deepEqual(step(s, `AUTH plain ${b64('\0bob\0pw')}`), { t: 'auth', user: 'bob', pass: 'pw' });
+  assert.deepEqual(step(s, 'AUTH PLAIN'), { t: 'reply', lines: ['+ '] });
+  assert.deepEqual(step(s, b64('bob\0bob\0p w')), { t: 'auth', user: 'bob', pass: 'p w' });
+  step(s, 'AUTH PLAIN');
+  assert.match((step(s, '*') as { lines: string[] }).lines[0], /^-ERR/);
+  for (const bad of ['=', 'not base64!', b64('only\0two'), b64('\0\0pw'), b64('x\0y\0pw')]) {
+    const r = step(s, `AUTH PLAIN ${bad}`);
+    assert.equal(r.t, 'reply', bad);
+  }
+  assert.equal(step(s, 'AUTH PLAIN a b').t, 'reply');
+  assert.deepEqual(step(s, 'QUIT'), { t: 'quit' });
+  assert.match((step(s, 'US\0ER x') as { lines: string[] }).lines[0], /NUL/);
+});
+
+test('lines: CRLF or LF, 255 octets at most, the rest kept for the relay', () => {
+  const l = new LineBuffer();
+  l.push(Buffer.from('USER a\r\nPASS b\nST'));
+  assert.equal((l.next() as { line: Buffer }).line.toString(), 'USER a');
+  assert.equal((l.next() as { line: Buffer }).line.toString(), 'PASS b');
+  assert.equal(l.next(), null);
+  assert.equal(l.take().toString(), 'ST');
+  l.push(Buffer.from('x'.repeat(MAX_LINE) + '\r'));
+  assert.equal(l.next(), null, 'a full line may still get its LF');
+  l.push(Buffer.from('\n'));
+  assert.equal((l.next() as { line: Buffer }).line.length, MAX_LINE);
+  l.push(Buffer.from('y'.repeat(MAX_LINE + 2)));
+  assert.deepEqual(l.next(), { tooLong: true });
+});
+
+test('addresses: IPv4 or [IPv6], optional port', () => {
+  assert.deepEqual(parseAddress('127.0.0.1', 995), { host: '127.0.0.1', port: 995 });
+  assert.deepEqual(parseAddress('[::1]:110', 995), { host: '::1', port: 110 });
+  for (const bad of ['::1', 'localhost', '1.2.3.4:0', '1.2.3.4:70000', '[1.2.3.4]', '1.2.3', '']) assert.equal(parseAddress(bad, 995), null, bad);
+});
+
+test('limits: global and per address, freed on close', () => {
+  const l = new ConnLimits(3, 2);
+  l.add('a', '1.1.1.1');
+  l.add('b', '1.1.1.1');
+  assert.equal(l.admit('1.1.1.1'), 'address');
+  assert.equal(l.admit('2.2.2.2'), 'ok');
+  l.add('c', '2.2.2.2');
+  assert.equal(l.admit('3.3.3.3'), 'total');
+  l.remove('a');
+  l.remove('a');
+  assert.equal(l.admit('1.1.1.1'), 'ok');
+  assert.equal(l.size, 2);
+});
+
+test('verifier: right, wrong, unknown user, $2y$, and a full queue', async () => {
+  const hash = bcrypt.hashSync('pw', 4);
+  const salt = dummySalt([hash]);
+  assert.match(salt, /^\$2b\$04\$/);
+  const v = new Verifier(1, 1);
+  assert.equal(await v.check(hash, salt, 'pw'), true);
+  assert.equal(await v.check(hash, salt, 'pW'), false);
+  assert.equal(await v.check(undefined, salt, 'pw'), false);
+  assert.equal(await v.check('$2y$' + hash.slice(4), salt, 'pw'), true);
+  const three = [v.check(hash, salt, 'pw'), v.check(hash, salt, 'pw'), v.check(hash, salt, 'pw')];
+  assert.deepEqual(await Promise.all(three), [true, true, null]);
+});
