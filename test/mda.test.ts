@@ -287,6 +287,31 @@ test('a maildir is created (0700, durable) under a spool directory the mail user
   }
 });
 
+test('killed mid-message (the MTA timing out its MDA): exit 75, the partial message withdrawn from tmp/', async () => {
+  const md = path.join(tmpdir(), 'Maildir');
+  for (const sig of ['SIGTERM', 'SIGHUP'] as const) {
+    const r = await popmda(['-m', md], {
+      input: null,
+      onSpawn: (child) => {
+        child.stdin!.write(Buffer.alloc(100_000, 'partial line\n'));
+        // Once the tmp/ file holds data, the message is half delivered: interrupt it there.
+        const poll = setInterval(() => {
+          const tmp = path.join(md, 'tmp');
+          const files = fs.existsSync(tmp) ? fs.readdirSync(tmp) : [];
+          if (files.length === 1 && fs.statSync(path.join(tmp, files[0])).size > 0) {
+            clearInterval(poll);
+            child.kill(sig);
+          }
+        }, 5);
+        child.once('exit', () => clearInterval(poll));
+      },
+    });
+    assertFails(r, 75, new RegExp(`^popmda: interrupted by ${sig}, nothing delivered, will retry$`));
+    assert.deepEqual(ls(md, 'tmp'), []);
+    assert.deepEqual(ls(md, 'new'), []);
+  }
+});
+
 test('refuses to run as root (75: the mail stays queued while the operator fixes smtpd.conf)', { skip: !isRoot && 'not root' }, async () => {
   const md = path.join(tmpdir(), 'Maildir');
   assertFails(await popmda(['-m', md], { input: 'x\n', asRoot: true }), 75, /^popmda: refusing to run as root/);

@@ -37,11 +37,11 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a program to completion, feeding input on stdin. As root it runs as MAILUSER unless asRoot is set; onSpawn sees the child (e.g. its pid) while it runs. */
+/** Runs a program to completion, feeding input on stdin. As root it runs as MAILUSER unless asRoot is set; onSpawn sees the child (e.g. its pid) while it runs; input null leaves stdin to onSpawn. */
 export function run(
   file: string,
   args: string[],
-  opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; asRoot?: boolean; cwd?: string; onSpawn?: (child: ChildProcess) => void } = {},
+  opts: { input?: Buffer | string | null; env?: NodeJS.ProcessEnv; asRoot?: boolean; cwd?: string; onSpawn?: (child: ChildProcess) => void } = {},
 ): Promise<RunResult> {
   const so: SpawnOptions = { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd ?? ROOT };
   if (isRoot && !opts.asRoot) {
@@ -58,6 +58,6 @@ export function run(
     child.on('close', (status, signal) => resolve({ status, signal, stdout: Buffer.concat(out), stderr: err }));
     opts.onSpawn?.(child);
     child.stdin!.on('error', () => undefined); // the program may exit before reading everything
-    child.stdin!.end(opts.input ?? '');
+    if (opts.input !== null) child.stdin!.end(opts.input ?? '');
   });
 }

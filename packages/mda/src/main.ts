@@ -102,10 +102,20 @@ async function main(): Promise<number> {
     sender: opts.from ?? (opts.env ? process.env.SENDER : undefined),
     recipient: opts.rcpt ?? (opts.env ? process.env.ORIGINAL_RECIPIENT || process.env.RECIPIENT : undefined),
   });
+  // OpenSMTPD kills an MDA that takes too long: withdraw the half-written message rather than leave it in tmp/.
+  const interrupted = new AbortController();
+  let signalName = '';
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      signalName ||= sig;
+      interrupted.abort();
+    });
+  }
   let result;
   try {
-    result = await deliver(maildir, process.stdin, { prefix });
+    result = await deliver(maildir, process.stdin, { prefix, signal: interrupted.signal });
   } catch (err) {
+    if (interrupted.signal.aborted) throw new Failure(EX_TEMPFAIL, `interrupted by ${signalName}, nothing delivered, will retry`);
     const code = errnoCode(err);
     if (!isTransient(err) && ['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS', 'ELOOP', 'ENAMETOOLONG'].includes(code)) {
       throw new Failure(EX_CANTCREAT, `cannot create or write maildir ${maildir}: ${code}`);

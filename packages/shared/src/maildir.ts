@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, addAbortSignal } from 'node:stream';
 import { WireSize } from './wire';
 import { curName, isSafeName, newBaseName, parseName, withSizes } from './uniquename';
 import { CacheEntry, POPCACHE, appendPopcache, readPopcache, uidlOf, writePopcacheAtomic } from './popcache';
@@ -72,13 +72,17 @@ async function createTmp(maildir: string): Promise<{ base: string; tmpPath: stri
  * had in time: the caller reports a temporary failure and the sender retries.
  * The lock is taken before the link (and held for the link and one append),
  * so that a lock timeout happens while the message can still be withdrawn.
+ * An abort before the link is a failure like any other; after it, the
+ * delivery completes.
  */
 export async function deliver(
   maildir: string,
   input: Readable | AsyncIterable<Buffer>,
-  opts: { prefix?: Buffer; lockTimeoutMs?: number } = {},
+  opts: { prefix?: Buffer; lockTimeoutMs?: number; signal?: AbortSignal } = {},
 ): Promise<Delivered> {
   ensureMaildir(maildir);
+  // An abort (popmda on SIGTERM) destroys the input, so that a read waiting for data ends too.
+  if (opts.signal && input instanceof Readable) addAbortSignal(opts.signal, input);
   const { base, tmpPath, fh } = await createTmp(maildir);
   const wire = new WireSize();
   let size = 0;
@@ -94,6 +98,7 @@ export async function deliver(
       };
       if (opts.prefix && opts.prefix.length > 0) await write(opts.prefix);
       for await (const chunk of input) await write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+      opts.signal?.throwIfAborted();
       await fh.sync();
     } finally {
       await fh.close();
