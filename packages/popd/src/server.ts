@@ -24,6 +24,8 @@ const MAX_WAITING_CHECKS = 256;
 const MAX_REFUSING = 64;
 /** Connections accepted while authpop restarts wait for it, this many at most. */
 const MAX_QUEUED = 256;
+/** How long a login waits for the user's previous session to end before [IN-USE]. */
+const IN_USE_WAIT_MS = 1_000;
 /** SIGTERM: how long sessions may take to end before they are ended. */
 const GRACE_MS = 10_000;
 const KILL_AFTER_MS = 2_000;
@@ -149,7 +151,7 @@ export class Server {
   }
 
   private async login(m: AuthRequest): Promise<void> {
-    // Only a connection authpop holds may log in, once at a time per check.
+    // Only a connection authpop holds may log in; it may be gone after each wait.
     if (!this.limits.has(m.id)) return;
     const tables = this.tables;
     const ok = await this.verifier.check(tables.auth.get(m.user), this.salt, m.pass);
@@ -161,10 +163,16 @@ export class Server {
       this.logs.log.warning(`${m.user}: uid ${info.uid} cannot be served in unprivileged mode (running as uid ${process.getuid!()})`);
       return this.refuse(m.id, 'SYS/PERM', 'this server cannot serve this user');
     }
+    // A client that logs in again right after QUIT may be a moment ahead of its old worker's exit.
+    if (this.workers.inUse(m.user)) {
+      await this.workers.waitFree(m.user, IN_USE_WAIT_MS);
+      if (!this.limits.has(m.id)) return;
+    }
     if (this.stopping) return this.refuse(m.id, 'SYS/TEMP', 'server shutting down');
     if (this.workers.inUse(m.user)) return this.refuse(m.id, 'IN-USE', 'mailbox already in use by another session');
     const w = this.workers.start(info);
     this.logs.log.debug(`session for ${m.user}: wrkrpop[${w.pid}]`);
+    // stdin of a 'pipe' stdio is one end of a socketpair: a net.Socket, typed as a Writable.
     if (!this.authpop.send({ t: 'verdict', id: m.id, ok: true, user: m.user }, w.stdin as net.Socket)) w.kill('SIGTERM');
   }
 

@@ -61,6 +61,23 @@ export class Workers {
     return this.live.has(user);
   }
 
+  /** Resolves true once the user has no live session (now or within ms), false if the session goes on. */
+  waitFree(user: string, ms: number): Promise<boolean> {
+    const c = this.live.get(user);
+    if (c === undefined) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        c.removeListener('exit', done);
+        resolve(false);
+      }, ms);
+      const done = (): void => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      c.once('exit', done);
+    });
+  }
+
   get sessions(): number {
     return this.live.size;
   }
