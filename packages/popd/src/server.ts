@@ -65,9 +65,10 @@ export class Server {
           this.refusing.delete(id);
         },
         exited: () => {
-          // Its sockets died with it: every slot is free again.
+          // Its sockets died with it: only the connections still waiting for an authpop hold a slot.
           this.limits.clear();
           this.refusing.clear();
+          for (const { m } of this.queue) this.limits.add(m.id, m.address);
         },
       },
       log,
@@ -136,8 +137,6 @@ export class Server {
 
   private flushQueue(): void {
     for (const { m, sock } of this.queue.splice(0)) {
-      // The limits were cleared when the old authpop died: count these again.
-      this.limits.add(m.id, m.address);
       if (sock.destroyed || !this.authpop.send(m, sock)) {
         this.limits.remove(m.id);
         sock.destroy();
