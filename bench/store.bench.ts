@@ -5,6 +5,7 @@
  * without sizes in the names (every file read).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { deliver, openMailbox } from '@popd/shared/maildir';
@@ -34,20 +35,29 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
   return { ms: performance.now() - t0, value };
 }
 
-async function viaCommand(): Promise<void> {
-  const md = path.join(tmpdir('popd-bench-'), 'Maildir');
+/** Runs job(0..n-1) with PARALLEL in flight; returns the elapsed milliseconds. */
+async function parallel(n: number, job: (i: number) => Promise<void>): Promise<number> {
   let next = 0;
   const worker = async (): Promise<void> => {
-    while (next < DELIVERIES) {
-      const i = next++;
-      const r = await run(BIN.popmda, ['-m', md], { input: message(i) });
-      if (r.status !== 0) throw new Error(`popmda exited ${r.status}: ${r.stderr}`);
-    }
+    while (next < n) await job(next++);
   };
-  const { ms } = await timed(() => Promise.all(Array.from({ length: PARALLEL }, worker)));
+  return (await timed(() => Promise.all(Array.from({ length: PARALLEL }, worker)))).ms;
+}
+
+async function viaCommand(): Promise<void> {
+  const md = path.join(tmpdir('popd-bench-'), 'Maildir');
+  const ms = await parallel(DELIVERIES, async (i) => {
+    const r = await run(BIN.popmda, ['-m', md], { input: message(i) });
+    if (r.status !== 0) throw new Error(`popmda exited ${r.status}: ${r.stderr}`);
+  });
   check(md, DELIVERIES);
   console.log(`popmda command, ${PARALLEL} processes at a time: ${rate(DELIVERIES, ms)}`);
   fs.rmSync(path.dirname(md), { recursive: true, force: true });
+  // What the command costs before it does anything: starting Node itself.
+  const bare = await parallel(DELIVERIES / 4, async () => {
+    await run(process.execPath, ['-e', '0']);
+  });
+  console.log(`(for scale: bare "node -e 0", ${PARALLEL} at a time: ${rate(DELIVERIES / 4, bare)}; ${os.cpus().length} CPUs)`);
 }
 
 async function inProcess(): Promise<void> {
