@@ -45,10 +45,10 @@ export function parseAddress(s: string, defaultPort: number): { host: string; po
 }
 
 function listenArg(mode: 'tls' | 'stls', defaultPort: number) {
-  return (value: string, prev: Listen[]): Listen[] => {
+  return (value: string, prev: Listen[] | undefined): Listen[] => {
     const a = parseAddress(value, defaultPort);
     if (a === null) throw new InvalidArgumentError('expected IPv4 address or [IPv6 address], optionally with :port');
-    return [...prev, { ...a, mode }];
+    return [...(prev ?? []), { ...a, mode }];
   };
 }
 
@@ -64,8 +64,8 @@ interface Raw {
   usertab: string;
   cert: string;
   key: string;
-  listen: Listen[];
-  stls: Listen[];
+  listen?: Listen[];
+  stls?: Listen[];
   subdir?: string;
   user: string;
   chroot: string;
@@ -86,8 +86,8 @@ export function program(): Command {
     .requiredOption('-u, --usertab <usertab>', 'user names and uid:gid:maildir')
     .requiredOption('-c, --cert <cert>', 'TLS certificate chain (PEM)')
     .requiredOption('-k, --key <key>', 'TLS private key (PEM)')
-    .option('-l, --listen <address[:port]>', 'implicit-TLS listener, IPv4 or [IPv6], default port 995 (repeatable)', listenArg('tls', 995), [] as Listen[])
-    .option('-s, --stls <address[:port]>', 'plain listener that requires STLS before login, default port 110 (repeatable)', listenArg('stls', 110), [] as Listen[])
+    .option('-l, --listen <address[:port]>', 'implicit-TLS listener, IPv4 or [IPv6], default port 995 (repeatable)', listenArg('tls', 995))
+    .option('-s, --stls <address[:port]>', 'plain listener that requires STLS before login, default port 110 (repeatable)', listenArg('stls', 110))
     .option('-e, --subdir <subdir>', 'the maildir is maildirstring/subdir')
     .option('-U, --user <user>', 'unprivileged user for authpop', '_pop3d')
     .option('-C, --chroot <chrootdir>', "authpop's empty chroot directory", '/var/empty')
@@ -109,7 +109,7 @@ export function parseOptions(argv: string[]): Options {
   const p = program();
   p.parse(argv);
   const o = p.opts<Raw>();
-  const listen = [...o.listen, ...o.stls];
+  const listen = [...(o.listen ?? []), ...(o.stls ?? [])];
   if (listen.length === 0) {
     p.error('error: at least one -l or -s listener is required', { exitCode: 1 });
   }
