@@ -102,6 +102,7 @@ export class Connection {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    if (this.closing) return; // the last line is written: whatever comes now is dropped, not buffered
     this.lines.push(chunk);
     this.pump();
   };
@@ -112,6 +113,8 @@ export class Connection {
       if (this.sock.writableNeedDrain) {
         this.sock.pause();
         this.sock.once('drain', () => {
+          // Waiting for popd keeps the socket paused: resume() does it then.
+          if (this.busy) return;
           this.sock.resume();
           this.pump();
         });
