@@ -11,13 +11,14 @@ import { MAILUSER, isRoot, tmpdir } from './util';
 
 /** The wire form by the rule in DESIGN.md, byte by byte: bare LF -> CRLF, a CRLF at the end when missing. */
 export function wireOracle(b: Buffer): Buffer {
-  const out: number[] = [];
+  const out = Buffer.alloc(wireOctets(b));
+  let o = 0;
   for (let i = 0; i < b.length; i++) {
-    if (b[i] === 0x0a && (i === 0 || b[i - 1] !== 0x0d)) out.push(0x0d);
-    out.push(b[i]);
+    if (b[i] === 0x0a && (i === 0 || b[i - 1] !== 0x0d)) out[o++] = 0x0d;
+    out[o++] = b[i];
   }
-  if (b.length > 0 && b[b.length - 1] !== 0x0a) out.push(0x0d, 0x0a);
-  return Buffer.from(out);
+  if (o < out.length) out.write('\r\n', o, 'latin1');
+  return out;
 }
 
 /** Wire octets without building the wire form (for big messages). */
