@@ -146,9 +146,17 @@ describe('process model as root', { skip: !isRoot && 'needs root: chroot and pri
 
 describe('faults and signals', () => {
   let p: PopdFixture;
-  const big = msg(1, 'x'.repeat(200) + '\n').repeat(1) + ('y'.repeat(998) + '\n').repeat(8000);
+  const big = msg(1, 'x'.repeat(200) + '\n') + ('y'.repeat(998) + '\n').repeat(8000);
+  // Far more than the loopback's socket buffers can hold.
+  const huge = msg(1) + ('z'.repeat(998) + '\n').repeat(48_000);
   before(async () => {
-    p = await PopdFixture.start({ accounts: [{ user: 'erin', pass: 'pw-e', messages: [big, msg(2)] }, { user: 'frank', pass: 'pw-f', messages: [msg(3)] }] });
+    p = await PopdFixture.start({
+      accounts: [
+        { user: 'erin', pass: 'pw-e', messages: [big, msg(2)] },
+        { user: 'frank', pass: 'pw-f', messages: [msg(3)] },
+        { user: 'gail', pass: 'pw-g', messages: [huge] },
+      ],
+    });
   });
   after(async () => {
     if (p.proc.exitCode === null) await p.stop();
@@ -180,6 +188,23 @@ describe('faults and signals', () => {
       } else await new Promise((r) => setTimeout(r, 100));
     }
     assert.match(answer, /^\+OK/);
+  });
+
+  test('a client that does not read: the relay holds back the worker instead of buffering the message', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'gail', 'pw-g'), /^\+OK/);
+    const authpop = tree(p.proc.pid!).find((x) => x.cmdline.includes(BIN.authpop))!;
+    const rss = (): number => Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${authpop.pid}/status`, 'utf8'))![1]) * 1024;
+    const before = rss();
+    c.send('RETR 1');
+    await new Promise((r) => setTimeout(r, 1500));
+    const grown = rss() - before;
+    const size = Buffer.byteLength(huge.replace(/\n/g, '\r\n'));
+    assert.ok(grown < size / 3, `authpop grew by ${grown} bytes for a ${size}-byte message`);
+    assert.match(await c.line(), /^\+OK/);
+    assert.equal((await c.multi()).length, size);
+    assert.match(await c.cmd('QUIT'), /^\+OK/);
   });
 
   test('kill -9 of authpop drops its sessions; popd starts a new one and the next login works', async () => {
