@@ -393,3 +393,23 @@ describe('configuration errors: one line, exit 1', () => {
     assert.equal(bad.status, 1);
   });
 });
+
+describe('SIGTERM with a session that does not end', () => {
+  test('popd ends it after the grace period, exits 0, and leaves no process behind', { timeout: 60_000 }, async () => {
+    const p = await PopdFixture.start({ accounts: [{ user: 'kim', pass: 'pw-k', messages: [msg(1)] }] });
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    assert.match(await login(c, 'kim', 'pw-k'), /^\+OK/);
+    const waiting = await connectTls(p.tlsPort);
+    assert.match(await waiting.line(), /^\+OK/);
+    const children = tree(p.proc.pid!).filter((x) => x.pid !== p.proc.pid);
+    // Unbounded, this would wait for kim's 10-minute idle timeout and the test would time out.
+    const { code } = await p.stop();
+    assert.equal(code, 0);
+    assert.match((await waiting.rest()).toString(), /^-ERR \[SYS\/TEMP\] server shutting down/, 'a client that had not logged in is told');
+    await c.rest();
+    await waitFor('every child to be gone', () => children.every((x) => !exists(x.pid)), 5_000);
+    const files = ['new', 'cur'].flatMap((d) => fs.readdirSync(path.join(p.maildir('kim'), d)));
+    assert.equal(files.length, 1);
+  });
+});
