@@ -3,13 +3,15 @@
  * root, the uid check unprivileged), and the refusals. Root-only checks look
  * at the running worker through /proc.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { MAILUSER, isRoot, tmpdir } from './lib/util';
 import { seedMaildir } from './lib/maildirs';
-import { login, quit, spawnWorker, startMessage } from './lib/worker';
+import { login, quit, spawnWorker, startMessage, killWorkers } from './lib/worker';
+
+after(killWorkers);
 
 const body = Buffer.from('Subject: s\n\nhello\n');
 

@@ -3,13 +3,15 @@
  * a kill -9 in the middle of UPDATE, removals that fail, a second session,
  * and real popmda deliveries while a session holds the mailbox.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BIN, run } from './lib/util';
 import { seedMaildir, uidlOf, wireOctets } from './lib/maildirs';
-import { login, quit } from './lib/worker';
+import { login, quit, killWorkers } from './lib/worker';
+
+after(killWorkers);
 
 const bodies = (n: number): Buffer[] => Array.from({ length: n }, (_, i) => Buffer.from(`Subject: m${i + 1}\n\nbody of message ${i + 1}\n`));
 

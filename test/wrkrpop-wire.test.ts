@@ -4,11 +4,13 @@
  * written independently of shared/wire.ts), and its length equals LIST's.
  * The client refuses any line that starts with an unstuffed ".".
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { seedMaildir, wireOracle } from './lib/maildirs';
-import { login, quit } from './lib/worker';
+import { login, quit, killWorkers } from './lib/worker';
+
+after(killWorkers);
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 /** Buffer sizes a reader is likely to use: line ends and dots split across them. */

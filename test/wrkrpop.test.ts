@@ -1,12 +1,14 @@
 /** wrkrpop's commands and error cases, over a real socketpair to a real wrkrpop child. */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isRoot } from './lib/util';
 import { seedMaildir, uidlOf, wireOracle } from './lib/maildirs';
-import { login, quit } from './lib/worker';
+import { login, quit, killWorkers } from './lib/worker';
+
+after(killWorkers);
 
 const M1 = Buffer.from('From: a@example.org\nSubject: one\n\nfirst line\n.dotted\n..two dots\n.\nlast\n');
 const M2 = Buffer.from('Subject: two\r\n\r\nbody 1\r\nbody 2\r\nbody 3\r\n');

@@ -6,7 +6,6 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
-import { after } from 'node:test';
 import { LogRecord, WorkerStart } from '@popd/shared/ipc';
 import { BIN, MAILUSER, isRoot } from './util';
 import { Pop3Client } from './pop3';
@@ -37,11 +36,12 @@ function reopenStdinDuplex(child: ChildProcess): net.Socket {
   return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen: true } as net.SocketConstructorOpts);
 }
 
-/** Workers still running: a failed test must not leave one holding the test process open. */
 const running = new Set<ChildProcess>();
-after(() => {
+
+/** Kills the workers still running: call from after(), so that a failed test does not leave one holding the test process open. */
+export function killWorkers(): void {
   for (const c of running) c.kill('SIGKILL');
-});
+}
 
 /** A started worker waiting for its start message (popd's warm spare). */
 export function spawnWorker(): Worker {
