@@ -196,6 +196,10 @@ print(login("alice", sys.argv[3]), login("alice", "wrong"))
       if (!haveTool('mpop')) return t2.skip('mpop not installed');
       await fetchWithMpop(host, s);
       await waitFor('popd, authpop and wrkrpop lines in the syslog file', () => ['popd', 'authpop', 'wrkrpop'].every((id) => new RegExp(` ${id}\\[\\d+\\]: `).test(fs.readFileSync(logFile, 'utf8'))));
+      await waitFor('authpop and wrkrpop lines about bob after the syslog daemon restarted', () => {
+        const log = fs.readFileSync(logFile, 'utf8');
+        return / authpop\[\d+\]: .*\bbob\b/.test(log) && / wrkrpop\[\d+\]: .*\bbob\b/.test(log);
+      });
     });
 
     const logs = fs.readFileSync(logFile, 'utf8') + fs.readFileSync(path.join(s.dir, 'mail.log'), 'utf8');
@@ -223,6 +227,8 @@ async function fetchWithMpop(host: MailHost, s: Setup): Promise<void> {
   try {
     await waitFor('popd listening', () => portOpen(port));
     for (const user of ['alice', 'bob']) {
+      // popd writes its children's records long after it connected to /dev/log: a restarted syslog daemon must still get them.
+      if (user === 'bob') await host.restartSyslog();
       const inbox = path.join(s.dir, `fetched-${user}`);
       for (const d of ['cur', 'new', 'tmp']) fs.mkdirSync(path.join(inbox, d), { recursive: true });
       const rc = path.join(s.dir, `mpoprc-${user}`);

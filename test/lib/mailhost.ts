@@ -103,6 +103,19 @@ export class MailHost {
     return { status: r.status, out: r.stdout + r.stderr };
   }
 
+  private syslog: ChildProcess | null = null;
+
+  /** Stops rsyslogd and starts it again, as a log rotation or an upgrade does. */
+  async restartSyslog(): Promise<void> {
+    const old = this.syslog!;
+    const gone = new Promise((r) => old.once('exit', r));
+    old.kill('SIGTERM');
+    await gone;
+    fs.rmSync(this.devlog, { force: true });
+    this.syslog = this.spawn(['rsyslogd', '-n', '-f', path.join(this.dir, 'rsyslog.conf'), '-i', path.join(this.dir, 'rsyslogd.pid')]);
+    await waitFor('rsyslogd socket', () => fs.existsSync(this.devlog));
+  }
+
   /** Starts rsyslogd with its own configuration on the namespace's /dev/log. */
   async startSyslog(rules: string): Promise<ChildProcess> {
     const conf = path.join(this.dir, 'rsyslog.conf');
@@ -117,9 +130,9 @@ export class MailHost {
     );
     const check = this.run(['rsyslogd', '-N1', '-f', conf]);
     if (check.status !== 0) throw new Error(`rsyslog configuration rejected: ${check.out}`);
-    const c = this.spawn(['rsyslogd', '-n', '-f', conf, '-i', path.join(this.dir, 'rsyslogd.pid')]);
+    this.syslog = this.spawn(['rsyslogd', '-n', '-f', conf, '-i', path.join(this.dir, 'rsyslogd.pid')]);
     await waitFor('rsyslogd socket', () => fs.existsSync(this.devlog));
-    return c;
+    return this.syslog;
   }
 
   async stop(): Promise<void> {
