@@ -62,6 +62,15 @@ function program(): Command {
     .argument('<kind>', '"mbox" or "maildir"')
     .argument('<source>', 'the mbox file or maildir to read')
     .argument('<maildir>', 'the maildir to deliver into')
+    .addHelpText(
+      'after',
+      `
+An mbox is read as mboxrd: a message starts at a "From " line at the start
+of the file or after an empty line; the empty line before the next one is
+dropped; ">From ", ">>From "... lose one ">". Run the same command again
+after an interruption: what was imported is skipped. As root, popctl runs as
+the owner of the target maildir.`,
+    )
     .action(async (kind: string, source: string, maildir: string) => {
       if (kind !== 'mbox' && kind !== 'maildir') throw new Failure(EX_USAGE, `import: kind must be "mbox" or "maildir", not "${kind}"`);
       await importMail(kind as SourceKind, path.resolve(source), path.resolve(maildir), out);
