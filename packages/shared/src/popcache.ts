@@ -18,7 +18,8 @@ export interface CacheEntry {
 }
 
 export function uidlOf(name: string): string {
-  return crypto.createHash('sha256').update(name).digest('hex');
+  // One-shot crypto.hash: about twice as fast as createHash, and a login checks every popcache line with it.
+  return crypto.hash('sha256', name, 'hex');
 }
 
 export function entryLine(e: CacheEntry): string {
