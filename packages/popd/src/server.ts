@@ -124,7 +124,10 @@ export class Server {
     }
     this.limits.add(id, address);
     if (this.authpop.isReady) {
-      if (!this.authpop.send(m, sock)) this.limits.remove(id);
+      if (!this.authpop.send(m, sock)) {
+        this.limits.remove(id);
+        sock.destroy();
+      }
       return;
     }
     if (this.queue.length >= MAX_QUEUED) {
