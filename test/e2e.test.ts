@@ -322,6 +322,14 @@ describe('configuration errors: one line, exit 1', () => {
     assert.equal(r.stderr, 'popd: -U no-such-user-xyz: no such user\n');
   });
 
+  test('a chroot directory authpop could write to', { skip: !isRoot && 'the chroot matters only as root' }, async () => {
+    ensurePop3dUser();
+    const prison = tmpdir('popd-chroot-');
+    const r = await run(BIN.popd, args({}, ['-C', prison, '-n']), { asRoot: true });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, `popd: -C ${prison}: must be owned by root and writable by nobody else\n`);
+  });
+
   test('address already in use, with -d and detached', async () => {
     const port = await freePort();
     const holder = net.createServer().listen(port, '127.0.0.1');

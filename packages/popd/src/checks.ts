@@ -47,7 +47,10 @@ function checkDrop(o: Options, problems: string[]): Checked['drop'] {
   if (pw === null) problems.push(`-U ${o.user}: no such user`);
   else if (pw.uid === 0 || pw.gid === 0) problems.push(`-U ${o.user}: must not have uid or gid 0`);
   try {
-    if (!fs.statSync(o.chroot).isDirectory()) problems.push(`-C ${o.chroot}: not a directory`);
+    const st = fs.statSync(o.chroot);
+    if (!st.isDirectory()) problems.push(`-C ${o.chroot}: not a directory`);
+    // authpop must not be able to change its own prison.
+    else if (st.uid !== 0 || (st.mode & 0o022) !== 0) problems.push(`-C ${o.chroot}: must be owned by root and writable by nobody else`);
   } catch {
     problems.push(`-C ${o.chroot}: no such directory`);
   }
