@@ -2,8 +2,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
 import { freePort, waitFor } from './lib/mailhost';
@@ -14,8 +16,8 @@ import { BIN, isRoot, MAILUSER, run, tmpdir } from './lib/util';
 const msg = (i: number, body = `body ${i}\n`): string => `From: a@example.org\nSubject: ${i}\n\n${body}`;
 
 /** pid of a child process named by a log line such as "session for alice: wrkrpop[123]". */
-async function pidFromLog(p: PopdFixture, re: RegExp): Promise<number> {
-  const line = await p.waitLog(re);
+async function pidFromLog(p: PopdFixture, re: RegExp, after: number): Promise<number> {
+  const line = await p.waitLog(re, after);
   return Number(re.exec(line)![1]);
 }
 
@@ -100,8 +102,9 @@ describe('process model as root', { skip: !isRoot && 'needs root: chroot and pri
   test('popd alone is root and holds the listeners; authpop is _pop3d in /var/empty without key or tables; the worker is the mail user in the maildir', async () => {
     const c = await connectTls(p.tlsPort);
     await c.line();
+    const mark = p.log.length;
     assert.match(await login(c, 'alice', 'pw-a'), /^\+OK/);
-    const workerPid = await pidFromLog(p, /session for alice: wrkrpop\[(\d+)\]/);
+    const workerPid = await pidFromLog(p, /session for alice: wrkrpop\[(\d+)\]/, mark);
     await waitFor('the spare worker', () => tree(p.proc.pid!).length >= 4);
     const procs = tree(p.proc.pid!);
     const popd = procs.find((x) => x.pid === p.proc.pid)!;
@@ -167,8 +170,9 @@ describe('faults and signals', () => {
   test('kill -9 of a worker in the middle of RETR closes that client and deletes nothing', async () => {
     const c = await connectTls(p.tlsPort);
     await c.line();
+    const mark = p.log.length;
     assert.match(await login(c, 'erin', 'pw-e'), /^\+OK/);
-    const pid = await pidFromLog(p, /session for erin: wrkrpop\[(\d+)\]/);
+    const pid = await pidFromLog(p, /session for erin: wrkrpop\[(\d+)\]/, mark);
     assert.match(await c.cmd('DELE 2'), /^\+OK/);
     c.send('RETR 1');
     assert.match(await c.line(), /^\+OK/);
@@ -230,8 +234,9 @@ describe('faults and signals', () => {
   test('SIGHUP with a broken table keeps the old tables; a good one is taken', async () => {
     const good = fs.readFileSync(p.files.authtab, 'utf8');
     fs.writeFileSync(p.files.authtab, good + 'broken-line-without-hash\n');
+    const mark = p.log.length;
     p.proc.kill('SIGHUP');
-    await p.waitLog(/reload failed/);
+    await p.waitLog(/reload failed/, mark);
     const brokenLine = good.split('\n').length;
     assert.ok(p.log.some((l) => l.includes(`${p.files.authtab}:${brokenLine}:`)), 'file:line in the log');
     const c = await connectTls(p.tlsPort);
@@ -240,12 +245,38 @@ describe('faults and signals', () => {
     await c.cmd('QUIT');
     await c.rest();
     fs.writeFileSync(p.files.authtab, good.replace(/^frank\t.*$/m, `frank\t${bcrypt.hashSync('new-pw', 4)}`));
+    const mark2 = p.log.length;
     p.proc.kill('SIGHUP');
-    await p.waitLog(/reloaded tables/);
+    await p.waitLog(/reloaded tables/, mark2);
     const d = await connectTls(p.tlsPort);
     await d.line();
     assert.match(await login(d, 'frank', 'new-pw'), /^\+OK/);
     await d.cmd('QUIT');
+  });
+
+  test('SIGHUP takes a renewed certificate for new connections; a broken one keeps the old', async () => {
+    const fingerprint = async (): Promise<string> => {
+      const c = await connectTls(p.tlsPort);
+      const f = (c.io as tls.TLSSocket).getPeerCertificate().fingerprint256;
+      c.io.destroy();
+      return f;
+    };
+    const old = await fingerprint();
+    const renewed = makeCert(fs.mkdtempSync(path.join(p.dir, 'renew-')));
+    fs.copyFileSync(renewed.cert, p.files.cert);
+    fs.copyFileSync(renewed.key, p.files.key);
+    const want = new crypto.X509Certificate(fs.readFileSync(renewed.cert)).fingerprint256;
+    assert.notEqual(want, old);
+    let mark = p.log.length;
+    p.proc.kill('SIGHUP');
+    await p.waitLog(/certificate reloaded/, mark);
+    assert.equal(await fingerprint(), want);
+    fs.writeFileSync(p.files.key, 'not a key\n');
+    mark = p.log.length;
+    p.proc.kill('SIGHUP');
+    await p.waitLog(/keeping the certificate loaded before/, mark);
+    assert.equal(await fingerprint(), want);
+    fs.copyFileSync(renewed.key, p.files.key);
   });
 
   test('SIGTERM: an open session may finish, then popd exits 0 with no process left behind', async () => {

@@ -235,8 +235,9 @@ describe('unprivileged mode', () => {
     await c.cmd('QUIT');
     const usertab = fs.readFileSync(p.files.usertab, 'utf8');
     fs.writeFileSync(p.files.usertab, usertab.replace(/^judy\t\d+:/m, `judy\t${MAILUSER.uid + 1}:`));
+    const mark = p.log.length;
     p.proc.kill('SIGHUP');
-    await p.waitLog(/reloaded tables/);
+    await p.waitLog(/reloaded tables/, mark);
     const d = await connectTls(p.tlsPort);
     await d.line();
     assert.match(await login(d, 'judy', 'wrong'), /^-ERR \[AUTH\]/);

@@ -103,10 +103,10 @@ export class PopdFixture {
     return f;
   }
 
-  /** Waits for a log line matching re (popd, authpop and wrkrpop all log to popd's stderr with -d). */
-  async waitLog(re: RegExp, timeoutMs = 15_000): Promise<string> {
+  /** Waits for a log line matching re (popd, authpop and wrkrpop all log to popd's stderr with -d), among the lines from index after on. */
+  async waitLog(re: RegExp, after = 0, timeoutMs = 15_000): Promise<string> {
     let hit: string | undefined;
-    await waitFor(`a log line matching ${re}`, () => (hit = this.log.find((l) => re.test(l))) !== undefined, timeoutMs);
+    await waitFor(`a log line matching ${re}`, () => (hit = this.log.slice(after).find((l) => re.test(l))) !== undefined, timeoutMs);
     return hit!;
   }
 

@@ -25,9 +25,11 @@ function send(m: AuthpopToPopd): void {
   if (process.connected) process.send!(m);
 }
 
+const secureContext = (cert: Buffer | string, key: Buffer | string): tls.SecureContext => tls.createSecureContext({ cert, key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+
 function configure(c: AuthpopConfig): void {
   try {
-    ctx = tls.createSecureContext({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key), minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+    ctx = secureContext(fs.readFileSync(c.cert), fs.readFileSync(c.key));
     if (c.drop !== null) dropPrivileges(c.drop);
   } catch (err) {
     log.err(`cannot start: ${(err as Error).message}`);
@@ -77,6 +79,15 @@ function onMessage(m: PopdToAuthpop, handle: unknown): void {
       else sock?.destroy();
       return;
     }
+    case 'tls':
+      // Connections from now on use it; those under way keep theirs.
+      try {
+        ctx = secureContext(m.cert, m.key);
+        log.info('certificate reloaded');
+      } catch (err) {
+        log.err(`certificate not reloaded: ${(err as Error).message}`);
+      }
+      return;
     case 'shutdown':
       shuttingDown = true;
       for (const c of conns.values()) c.shutdown();

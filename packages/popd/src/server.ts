@@ -2,12 +2,14 @@
  * popd's server: listeners (accept paused, never read), connection caps,
  * hand-off to authpop, password checks, workers, reload and shutdown.
  */
+import fs from 'node:fs';
 import net from 'node:net';
 import nacl from 'tweetnacl';
 import type { AuthRequest, AuthVerdict, NewConnection, VerdictCode } from '@popd/shared/ipc';
 import { isRoot } from '@popd/shared/privdrop';
 import { loadTables, Tables } from '@popd/shared/tables';
 import { Authpop } from './authpop';
+import { checkCertKey } from './checks';
 import type { Logs } from './childlog';
 import { ConnLimits } from './limits';
 import type { Listen, Options } from './options';
@@ -178,8 +180,9 @@ export class Server {
     if (!this.authpop.send({ t: 'verdict', id: m.id, ok: true, user: m.user }, w.stdin as net.Socket)) w.kill('SIGTERM');
   }
 
-  /** SIGHUP: new tables only when both load without a problem. */
+  /** SIGHUP: new tables only when both load without a problem; the certificate and key likewise (a renewal needs no restart). */
   reload(): void {
+    this.reloadTls();
     const t = loadTables(this.o.authtab, this.o.usertab, this.o.subdir);
     if (t.problems.length > 0) {
       for (const p of t.problems) this.logs.log.err(`reload: ${p}`);
@@ -189,6 +192,17 @@ export class Server {
     this.tables = t.value;
     this.salt = dummySalt(t.value.auth.values());
     this.logs.log.info(`reloaded tables: ${t.value.users.size} users`);
+  }
+
+  private reloadTls(): void {
+    const problems = checkCertKey(this.o.cert, this.o.key);
+    if (problems.length > 0) {
+      for (const p of problems) this.logs.log.err(`reload: ${p}`);
+      this.logs.log.err('reload failed: keeping the certificate loaded before');
+      return;
+    }
+    // authpop cannot read the files from its chroot: it gets their text. A restarted authpop reads them itself.
+    this.authpop.send({ t: 'tls', cert: fs.readFileSync(this.o.cert, 'utf8'), key: fs.readFileSync(this.o.key, 'utf8') });
   }
 
   /** SIGTERM: no new connections; sessions get GRACE_MS to end; then everything is ended. */

@@ -48,6 +48,13 @@ export type AuthVerdict =
   | { t: 'verdict'; id: string; ok: true; user: string }
   | { t: 'verdict'; id: string; ok: false; code: VerdictCode; text: string };
 
+/** SIGHUP: a renewed certificate and key (PEM), checked by popd, for connections from now on. */
+export interface TlsReload {
+  t: 'tls';
+  cert: string;
+  key: string;
+}
+
 export interface Shutdown {
   t: 'shutdown';
 }
@@ -94,7 +101,7 @@ export interface Started {
   error: string | null;
 }
 
-export type PopdToAuthpop = AuthpopConfig | NewConnection | AuthVerdict | Shutdown;
+export type PopdToAuthpop = AuthpopConfig | NewConnection | AuthVerdict | TlsReload | Shutdown;
 export type AuthpopToPopd = Ready | AuthRequest | ConnClosed | LogRecord;
 export type PopdToWorker = WorkerStart;
 export type WorkerToPopd = LogRecord;
