@@ -32,6 +32,7 @@ const IN_USE_WAIT_MS = 1_000;
 const GRACE_MS = 10_000;
 const KILL_AFTER_MS = 2_000;
 
+const users = (t: Tables): string => `${t.users.size} user${t.users.size === 1 ? '' : 's'}`;
 const newId = (): string => Buffer.from(nacl.randomBytes(12)).toString('hex');
 
 export class Server {
@@ -85,7 +86,7 @@ export class Server {
     await this.authpop.start();
     this.workers.warm();
     const where = this.o.listen.map((l) => `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}${l.mode === 'stls' ? ' (STLS)' : ''}`).join(', ');
-    this.logs.log.info(`listening on ${where}; ${this.tables.users.size} users`);
+    this.logs.log.info(`listening on ${where}; ${users(this.tables)}`);
   }
 
   private bind(l: Listen): Promise<net.Server> {
@@ -191,7 +192,7 @@ export class Server {
     }
     this.tables = t.value;
     this.salt = dummySalt(t.value.auth.values());
-    this.logs.log.info(`reloaded tables: ${t.value.users.size} users`);
+    this.logs.log.info(`reloaded tables: ${users(t.value)}`);
   }
 
   private reloadTls(): void {
