@@ -182,7 +182,7 @@ export class Connection {
     }
     this.state.failures++;
     this.timer(this.deps.failDelayMs, () => {
-      if (this.done) return;
+      if (this.done || this.closing) return;
       if (this.state.failures >= MAX_FAILURES) {
         this.deps.log.notice(`${this.where}: ${MAX_FAILURES} failed logins, closing`);
         this.close(AUTH_FAILED);
