@@ -3,15 +3,17 @@
  * as root) with the message on stdin. Concurrency, byte-exact storage with
  * bounded memory, a really full disk, exit codes and trace headers.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { openMailbox } from '@popd/shared/maildir';
-import { INPUTS, ls, mailUserMaildir, readPopcacheLines, referenceWireSize, sha256 } from './lib/store';
+import { INPUTS, ls, mailUserMaildir, readPopcacheLines, referenceWireSize, removeScratchDirs, scratchDir, sha256 } from './lib/store';
 import { BIN, isRoot, MAILUSER, run, RunResult, tmpdir } from './lib/util';
+
+after(removeScratchDirs);
 
 type RunOpts = Parameters<typeof run>[2];
 const popmda = (args: string[], opts: RunOpts = {}): Promise<RunResult> => run(BIN.popmda, args, opts);
@@ -54,7 +56,7 @@ function assertDelivered(maildir: string, sent: Buffer[]): void {
 }
 
 test('200 popmda processes delivering at once into one maildir', async () => {
-  const md = path.join(tmpdir(), 'Maildir'); // created by the first popmda that gets there
+  const md = path.join(scratchDir(), 'Maildir'); // created by the first popmda that gets there
   const sent = Array.from({ length: 200 }, (_, i) => {
     const kind = INPUTS[i % INPUTS.length].data;
     return Buffer.concat([Buffer.from(`Subject: message ${i}\n\n`), kind.subarray(0, 5000), Buffer.from(i % 3 ? '\n' : '')]);
@@ -65,7 +67,7 @@ test('200 popmda processes delivering at once into one maildir', async () => {
 });
 
 test('byte-exact storage through popmda: 8-bit, NUL, CRLF, LF, mixed, no final newline, empty', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   for (const { name, data } of INPUTS) {
     const r = await popmda(['-m', md], { input: data });
     assert.equal(r.status, 0, `${name}: ${r.stderr}`);
@@ -101,7 +103,7 @@ function sampleHwm(): { onSpawn: NonNullable<NonNullable<RunOpts>['onSpawn']>; p
 const hasProc = fs.existsSync('/proc/self/status');
 
 test('a 50 MB message is stored byte for byte in bounded memory', { skip: !hasProc && 'no /proc to read VmHWM from' }, async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   const small = sampleHwm();
   assert.equal((await popmda(['-m', md], { input: 'Subject: small\n\nx\n', onSpawn: small.onSpawn })).status, 0);
   // 50 MiB of lines of every length and ending: LF, CRLF, 8-bit and NUL bytes, no final newline.
@@ -213,7 +215,7 @@ test('disk fills up at the popcache append: delivered (exit 0), no partial popca
 });
 
 test('usage errors exit 64 with one line saying what is wrong', async () => {
-  const dir = tmpdir();
+  const dir = scratchDir();
   const cases: Array<[string[], RegExp]> = [
     [[], /give either -m maildir or -u usertab user/],
     [['-m', dir, '-u', '/etc/usertab', 'u'], /give either/],
@@ -240,7 +242,7 @@ function usertab(dir: string, lines: string[]): string {
 }
 
 test('-u: unknown user 67; a usertab with errors or unreadable 75; the uid must be ours (75); -e SUBDIR', async () => {
-  const dir = tmpdir();
+  const dir = scratchDir();
   const home = path.join(dir, 'home');
   const ut = usertab(dir, ['# users', '', `alice\t${MAILUSER.uid}:${MAILUSER.gid}:${home}`, `other ${MAILUSER.uid + 1}:${MAILUSER.gid}:/var/mail/other`]);
   assertFails(await popmda(['-u', ut, 'bob'], { input: 'x\n' }), 67, /^popmda: unknown user bob$/);
@@ -260,7 +262,7 @@ test('-u: unknown user 67; a usertab with errors or unreadable 75; the uid must 
 });
 
 test('a maildir that cannot be created exits 73', async () => {
-  const dir = tmpdir();
+  const dir = scratchDir();
   const ro = path.join(dir, 'readonly');
   fs.mkdirSync(ro, { mode: 0o555 });
   if (isRoot) fs.chownSync(ro, MAILUSER.uid, MAILUSER.gid);
@@ -273,7 +275,7 @@ test('a maildir that cannot be created exits 73', async () => {
 });
 
 test('a maildir is created (0700, durable) under a spool directory the mail user may write but not read', async () => {
-  const spool = path.join(tmpdir(), 'spool');
+  const spool = path.join(scratchDir(), 'spool');
   fs.mkdirSync(spool);
   // Owned by root when we are root (others may write and search), else our own with no read bit.
   fs.chmodSync(spool, isRoot ? 0o1733 : 0o333);
@@ -288,7 +290,7 @@ test('a maildir is created (0700, durable) under a spool directory the mail user
 });
 
 test('killed mid-message (the MTA timing out its MDA): exit 75, the partial message withdrawn from tmp/', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   for (const sig of ['SIGTERM', 'SIGHUP'] as const) {
     const r = await popmda(['-m', md], {
       input: null,
@@ -313,13 +315,13 @@ test('killed mid-message (the MTA timing out its MDA): exit 75, the partial mess
 });
 
 test('refuses to run as root (75: the mail stays queued while the operator fixes smtpd.conf)', { skip: !isRoot && 'not root' }, async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   assertFails(await popmda(['-m', md], { input: 'x\n', asRoot: true }), 75, /^popmda: refusing to run as root/);
   assert.ok(!fs.existsSync(md), 'nothing created');
 });
 
 test('-E adds Return-Path and Delivered-To from the environment, stripping CR, LF and other controls', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   const deliverWith = async (args: string[], env: NodeJS.ProcessEnv): Promise<string> => {
     const before = new Set(fs.existsSync(path.join(md, 'new')) ? ls(md, 'new') : []);
     const r = await popmda(['-m', md, ...args], { input: 'Subject: hi\n\nbody\n', env: { SENDER: undefined, RECIPIENT: undefined, ORIGINAL_RECIPIENT: undefined, ...env } });

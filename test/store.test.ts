@@ -4,7 +4,7 @@
  * processes, and commitDeletions keeping lines of deliveries made during a
  * session.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,8 +14,10 @@ import { commitDeletions, countWireOctets, deliver, openMailbox, TMP_MAX_AGE_MS 
 import { MAILDROP_LOCK, POPCACHE_LOCK } from '@popd/shared/lock';
 import { isTransient } from '@popd/shared/fsutil';
 import { withSizes } from '@popd/shared/uniquename';
-import { INPUTS, ls, readPopcacheLines, referenceWire, sha256 } from './lib/store';
-import { isRoot, tmpdir } from './lib/util';
+import { INPUTS, ls, readPopcacheLines, referenceWire, removeScratchDirs, scratchDir, sha256 } from './lib/store';
+import { isRoot } from './lib/util';
+
+after(removeScratchDirs);
 
 const hasMkfifo = spawnSync('mkfifo', ['--version']).status === 0;
 
@@ -35,7 +37,7 @@ function assertPopcacheMatches(maildir: string, expected: Map<string, Buffer>): 
 }
 
 test('deliver stores every input byte for byte, with S= and W= and a popcache line equal to the reference', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   const expected = new Map<string, Buffer>();
   for (const { name, data } of INPUTS) {
     // Fed in odd-sized chunks, as a pipe would.
@@ -61,7 +63,7 @@ test('deliver stores every input byte for byte, with S= and W= and a popcache li
 });
 
 test('a failing input stream leaves nothing in tmp/ or new/ and no popcache line', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   await deliver(md, Readable.from([Buffer.from('first\n')]));
   const before = fs.readFileSync(path.join(md, 'popcache'));
   async function* broken(): AsyncGenerator<Buffer> {
@@ -75,7 +77,7 @@ test('a failing input stream leaves nothing in tmp/ or new/ and no popcache line
 });
 
 test('popcache lock held by another process: delivery times out as a temporary failure with nothing left behind', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   await deliver(md, Readable.from([Buffer.from('first\n')]));
   const holder = await holdLock(path.join(md, POPCACHE_LOCK));
   try {
@@ -96,7 +98,7 @@ test('popcache lock held by another process: delivery times out as a temporary f
 });
 
 test('a POP session holding the maildrop lock does not delay delivery; its deletions keep lines appended meanwhile', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   const a = await deliver(md, Readable.from([Buffer.from('a\n')]));
   const b = await deliver(md, Readable.from([Buffer.from('bb\n')]));
   // The session's lock, held by another process as wrkrpop would.
@@ -129,7 +131,7 @@ test('a POP session holding the maildrop lock does not delay delivery; its delet
 });
 
 test('corrupt popcache reconciles to exactly the files in cur/ (garbage, truncated, wrong uidl, missing files, unindexed files, duplicates)', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   fs.mkdirSync(md);
   for (const d of ['cur', 'new', 'tmp']) fs.mkdirSync(path.join(md, d));
   const msgs = new Map<string, Buffer>();
@@ -169,7 +171,7 @@ test('corrupt popcache reconciles to exactly the files in cur/ (garbage, truncat
 });
 
 test('popcache octets that disagree with the name W= are recounted from the file', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   const d = await deliver(md, Readable.from([Buffer.from('abc\ndef\n')]));
   fs.writeFileSync(path.join(md, 'popcache'), `${d.name} 999 ${sha256(d.name)}\n`);
   const box = await openMailbox(md);
@@ -179,7 +181,7 @@ test('popcache octets that disagree with the name W= are recounted from the file
 });
 
 test('hostile maildir entries are never served and never stop a login', { skip: !hasMkfifo && 'mkfifo is not installed' }, async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   const ok = await deliver(md, Readable.from([Buffer.from('real\n')]));
   const outside = path.join(path.dirname(md), 'secret');
   fs.writeFileSync(outside, 'not mail\n');
@@ -223,7 +225,7 @@ test('hostile maildir entries are never served and never stop a login', { skip: 
 });
 
 test('order: delivery time from the name (seconds, then microseconds), ties broken by name, readdir order irrelevant', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   for (const d of ['', 'cur', 'new', 'tmp']) fs.mkdirSync(path.join(md, d));
   const names = [
     '1700000002.M5P1R1.h,S=2,W=3', // later second, small microseconds
@@ -244,7 +246,7 @@ test('order: delivery time from the name (seconds, then microseconds), ties brok
     'popcache is written in delivery order',
   );
   // Deliveries in one process keep their order even within one millisecond.
-  const md2 = path.join(tmpdir(), 'Maildir');
+  const md2 = path.join(scratchDir(), 'Maildir');
   const delivered: string[] = [];
   for (let i = 0; i < 30; i++) delivered.push((await deliver(md2, Readable.from([Buffer.from(`${i}\n`)]))).name);
   assert.deepEqual(
@@ -254,7 +256,7 @@ test('order: delivery time from the name (seconds, then microseconds), ties brok
 });
 
 test('tmp/ files and popcache temp files older than 36 hours are removed at login, younger ones kept', async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   await deliver(md, Readable.from([Buffer.from('x\n')]));
   const now = Date.now();
   const ages: Array<[string, number]> = [
@@ -276,7 +278,7 @@ test('tmp/ files and popcache temp files older than 36 hours are removed at logi
 });
 
 test('unreadable file without W= is skipped, not fatal', { skip: isRoot && 'root reads mode 000 files' }, async () => {
-  const md = path.join(tmpdir(), 'Maildir');
+  const md = path.join(scratchDir(), 'Maildir');
   const ok = await deliver(md, Readable.from([Buffer.from('x\n')]));
   put(md, 'foreign:2,', 'secret\n');
   fs.chmodSync(path.join(md, 'cur', 'foreign:2,'), 0);

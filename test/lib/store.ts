@@ -6,7 +6,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isRoot, MAILUSER } from './util';
+import { isRoot, MAILUSER, tmpdir } from './util';
 
 /**
  * The wire form by the plainest possible reading of DESIGN.md: a LF not
@@ -81,4 +81,17 @@ export function readPopcacheLines(maildir: string): PopcacheLine[] {
 /** The names in one subdirectory, sorted. */
 export function ls(maildir: string, sub: 'cur' | 'new' | 'tmp'): string[] {
   return fs.readdirSync(path.join(maildir, sub)).sort();
+}
+
+const scratch: string[] = [];
+
+/** A tmpdir() that removeScratchDirs() deletes: call that from the test file's after() hook (a 50 MB message per run adds up). */
+export function scratchDir(): string {
+  const d = tmpdir();
+  scratch.push(d);
+  return d;
+}
+
+export function removeScratchDirs(): void {
+  for (const d of scratch.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
