@@ -4,6 +4,7 @@
  * next command is read. Ends on QUIT (the caller runs UPDATE), end of
  * input, the idle timeout, or an error; only QUIT leads to deletions.
  */
+import fs from 'node:fs';
 import { Duplex } from 'node:stream';
 import { markSeen } from '@popd/shared/maildir';
 import { errnoCode } from '@popd/shared/fsutil';
@@ -145,9 +146,9 @@ export class Session {
     const { box, maildir, log } = this.ctx;
     const m = box.lookup(n);
     if (typeof m === 'string') return this.out.line(`-ERR ${m}`);
-    let fh;
+    let fd: number;
     try {
-      fh = await openMessage(maildir, m);
+      fd = openMessage(maildir, m);
     } catch (err) {
       const code = errnoCode(err);
       if (code === 'ENOENT') {
@@ -165,7 +166,7 @@ export class Session {
       await this.out.line(limit ? '+OK top of message follows' : `+OK ${m.octets} octets`);
       // A read error from here on cannot be answered with -ERR: it ends the session (no UPDATE).
       this.detail = `sending message ${n}`;
-      const sent = await streamMessage(fh, this.out, limit);
+      const sent = await streamMessage(fd, this.out, limit);
       this.detail = '';
       if (limit) return;
       this.retrieved++;
@@ -179,7 +180,7 @@ export class Session {
         log.warning(`message ${n} (${m.unique}): cannot mark seen: ${errnoCode(err)}`);
       }
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   }
 }
