@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { deliver } from '@popd/shared/maildir';
+import { deliver, ensureMaildir } from '@popd/shared/maildir';
 import { checkSubdir, parseUsertab } from '@popd/shared/tables';
 import { Logger, syslogSink } from '@popd/shared/log';
 import { isTransient, errnoCode } from '@popd/shared/fsutil';
@@ -111,16 +111,24 @@ async function main(): Promise<number> {
       interrupted.abort();
     });
   }
+  // Only a maildir that cannot be created bounces (73). Anything later, such as
+  // a tmp/ or popcache.lock with wrong permissions, is for the operator to fix
+  // while the mail waits in the queue (75).
+  try {
+    ensureMaildir(maildir);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (!isTransient(err) && ['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS', 'ELOOP', 'ENAMETOOLONG'].includes(code)) {
+      throw new Failure(EX_CANTCREAT, `cannot create maildir ${maildir}: ${code}`);
+    }
+    throw new Failure(EX_TEMPFAIL, `cannot create maildir ${maildir}, will retry: ${code}`);
+  }
   let result;
   try {
     result = await deliver(maildir, process.stdin, { prefix, signal: interrupted.signal });
   } catch (err) {
     if (interrupted.signal.aborted) throw new Failure(EX_TEMPFAIL, `interrupted by ${signalName}, nothing delivered, will retry`);
-    const code = errnoCode(err);
-    if (!isTransient(err) && ['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS', 'ELOOP', 'ENAMETOOLONG'].includes(code)) {
-      throw new Failure(EX_CANTCREAT, `cannot create or write maildir ${maildir}: ${code}`);
-    }
-    throw new Failure(EX_TEMPFAIL, `delivery to ${maildir} failed, will retry: ${code}`);
+    throw new Failure(EX_TEMPFAIL, `delivery to ${maildir} failed, will retry: ${errnoCode(err)}`);
   }
   if (!result.indexed) log.warning(`${result.name}: delivered, but popcache not updated (${errnoCode(result.indexError)}); the next login indexes it`);
   log.info(`delivered ${result.name} to ${maildir}${user ? ` for ${user}` : ''} (${result.octets} octets)`);
