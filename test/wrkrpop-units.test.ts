@@ -1,0 +1,131 @@
+/**
+ * wrkrpop's pure parts (line splitting, command parsing, dot-stuffing, TOP's
+ * cut) fed every way a stream can split its bytes, and the whole engine run
+ * in-process over a plain duplex stream (a connected pair of Unix sockets).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Logger } from '@popd/shared/log';
+import { LineEvent, LineSplitter, MAX_DISCARD } from '@popd/wrkrpop/lines';
+import { parseCommand } from '@popd/wrkrpop/command';
+import { DotStuffer } from '@popd/wrkrpop/dotstuff';
+import { TopLimiter } from '@popd/wrkrpop/top';
+import { serve } from '@popd/wrkrpop/serve';
+import { Pop3Client } from './lib/pop3';
+import { seedMaildir, wireOracle } from './lib/maildirs';
+import { tmpdir } from './lib/util';
+
+/** Feeds bytes in pieces of `step` and collects every event. */
+function split(bytes: string | Buffer, step: number): LineEvent[] {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes, 'latin1');
+  const s = new LineSplitter();
+  const out: LineEvent[] = [];
+  for (let i = 0; i < buf.length; i += step) {
+    s.push(buf.subarray(i, i + step));
+    for (let ev = s.next(); ev; ev = s.next()) out.push(ev);
+  }
+  return out;
+}
+
+test('LineSplitter: CRLF or bare LF, 255 octets, too long, control bytes; the same whatever the chunking', () => {
+  const input = `STAT\r\nNOOP\n${'x'.repeat(255)}\r\n${'y'.repeat(256)}\r\n${'z'.repeat(1000)}\nA\0B\r\nC\rD\r\nLAST\r\npartial`;
+  const want: LineEvent[] = [
+    { kind: 'line', text: 'STAT' },
+    { kind: 'line', text: 'NOOP' },
+    { kind: 'line', text: 'x'.repeat(255) },
+    { kind: 'toolong' },
+    { kind: 'toolong' },
+    { kind: 'control' },
+    { kind: 'control' },
+    { kind: 'line', text: 'LAST' },
+  ];
+  for (const step of [1, 2, 3, 7, 64, 255, 256, 257, 4096]) assert.deepEqual(split(input, step), want, `step ${step}`);
+});
+
+test('LineSplitter: an endless line is a flood once past MAX_DISCARD', () => {
+  const s = new LineSplitter();
+  let flood = false;
+  for (let sent = 0; sent <= MAX_DISCARD + 8192 && !flood; sent += 4096) {
+    s.push(Buffer.alloc(4096, 0x61));
+    const ev = s.next();
+    flood = ev?.kind === 'flood';
+  }
+  assert.ok(flood);
+});
+
+test('parseCommand: case-insensitive verbs, strict numbers, arity', () => {
+  assert.deepEqual(parseCommand('retr 7'), { kind: 'RETR', msg: 7 });
+  assert.deepEqual(parseCommand('Top 1 0'), { kind: 'TOP', msg: 1, lines: 0 });
+  assert.deepEqual(parseCommand('LIST'), { kind: 'LIST', msg: null });
+  assert.deepEqual(parseCommand('uidl 9999999999'), { kind: 'UIDL', msg: 9999999999 });
+  for (const bad of ['RETR 0', 'RETR 01', 'RETR +1', 'RETR 1.5', 'RETR 99999999999', 'DELE', 'TOP 1 -0', 'STAT 1', 'LIST  1', 'QUIT now']) {
+    assert.equal(parseCommand(bad).kind, 'bad', bad);
+  }
+  assert.equal(parseCommand('TOP 1 99999999999999999999999').kind, 'TOP');
+});
+
+/** The dot-stuffed, terminated form of a wire-form body, written the plain way. */
+function stuffedOracle(wire: Buffer): Buffer {
+  const lines = wire.toString('latin1').split('\r\n');
+  const last = lines.pop();
+  assert.equal(last, '');
+  return Buffer.from(lines.map((l) => (l.startsWith('.') ? '.' + l : l) + '\r\n').join('') + '.\r\n', 'latin1');
+}
+
+test('DotStuffer: equals the line-by-line rule for every chunking, including a dot right after a chunk edge', () => {
+  const bodies = ['', '.\r\n', '..\r\n', 'a\r\n.\r\n.b\r\n', '.x\r\n\r\n.\r\n..\r\nend\r\n'].map((s) => Buffer.from(s, 'latin1'));
+  for (const body of bodies) {
+    for (const step of [1, 2, 3, 5, 100]) {
+      const st = new DotStuffer();
+      const parts: Buffer[] = [];
+      for (let i = 0; i < body.length; i += step) parts.push(st.chunk(body.subarray(i, i + step)));
+      parts.push(st.end());
+      assert.deepEqual(Buffer.concat(parts), stuffedOracle(body), `${JSON.stringify(body.toString())} step ${step}`);
+    }
+  }
+});
+
+test('TopLimiter: header, blank line, k lines; the cut is found across chunk edges', () => {
+  const wire = wireOracle(Buffer.from('H: 1\nH: 2\n\nb1\nb2\r\nb3\n'));
+  const cases: [number, string][] = [
+    [0, 'H: 1\r\nH: 2\r\n\r\n'],
+    [1, 'H: 1\r\nH: 2\r\n\r\nb1\r\n'],
+    [3, wire.toString()],
+    [Infinity, wire.toString()],
+  ];
+  for (const [k, want] of cases) {
+    for (const step of [1, 2, 3, 4, 1000]) {
+      const t = new TopLimiter(k);
+      const parts: Buffer[] = [];
+      for (let i = 0; i < wire.length && !t.finished; i += step) parts.push(t.take(wire.subarray(i, i + step)));
+      assert.equal(Buffer.concat(parts).toString(), want, `k=${k} step ${step}`);
+    }
+  }
+});
+
+test('the engine in-process over a Unix socket pair: serve() answers, updates and ends on QUIT', async () => {
+  const s = seedMaildir([Buffer.from('Subject: a\n\n.hi\n'), Buffer.from('Subject: b\n\nbye\n')]);
+  const sock = path.join(tmpdir(), 'engine.sock');
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(sock, r));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = net.connect(sock);
+  const serverSide = await accepted;
+  const logs: string[] = [];
+  const served = serve(serverSide, { user: 'bob', maildir: s.dir, idleTimeoutMs: 5000, log: new Logger((_, msg) => logs.push(msg), 1) });
+  const pop = new Pop3Client(client);
+  assert.equal(await pop.line(), '+OK bob has 2 messages (38 octets)');
+  pop.send('RETR 1');
+  assert.deepEqual((await pop.reply(true)).body, Buffer.from('Subject: a\r\n\r\n.hi\r\n'));
+  assert.equal(await pop.cmd('DELE 2'), '+OK message 2 deleted');
+  assert.equal(await pop.cmd('QUIT'), '+OK 1 messages deleted, 1 left');
+  const summary = await served;
+  assert.deepEqual(summary, { outcome: 'quit', retrieved: 1, octetsSent: summary.octetsSent, deleted: 1, undeleted: 0 });
+  assert.equal(fs.readdirSync(path.join(s.dir, 'cur')).length, 1);
+  assert.match(logs.join('\n'), /session end user=bob ended=quit retrieved=1/);
+  client.destroy();
+  server.close();
+});
