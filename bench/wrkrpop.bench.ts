@@ -11,7 +11,7 @@ import type { Worker } from '../test/lib/worker';
 
 // Static imports would compile to "../test/lib/...", which does not exist next to bench/dist: load the compiled helpers from test/dist.
 const lib = path.join(__dirname, '..', '..', 'test', 'dist', 'lib');
-const { addMessages, seedMaildir, chownToMailUser } = require(path.join(lib, 'maildirs')) as typeof import('../test/lib/maildirs');
+const { addMessages, seedMaildir, chownToMailUser, removeSeeded } = require(path.join(lib, 'maildirs')) as typeof import('../test/lib/maildirs');
 const { spawnWorker, startMessage } = require(path.join(lib, 'worker')) as typeof import('../test/lib/worker');
 
 const memMb = (pid: number, field: 'VmRSS' | 'VmHWM'): number =>
@@ -70,7 +70,7 @@ async function opens(n: number): Promise<void> {
   console.log(
     `${String(n).padStart(6)} messages: first open ${first.toFixed(3)} s, later open ${later[1].toFixed(3)} s (median of 3), peak RSS after LIST+UIDL ${rss.toFixed(0)} MB`,
   );
-  fs.rmSync(s.dir, { recursive: true, force: true });
+  removeSeeded();
 }
 
 async function throughput(): Promise<void> {
@@ -91,7 +91,7 @@ async function throughput(): Promise<void> {
   }
   console.log(`RETR ${count} x ${(body.length / 1000).toFixed(0)} KB over the socketpair: ${best.toFixed(0)} MB/s (best of 2, client unstuffing included)`);
   await quit(w);
-  fs.rmSync(s.dir, { recursive: true, force: true });
+  removeSeeded();
 }
 
 export async function main(): Promise<void> {

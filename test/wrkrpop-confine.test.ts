@@ -8,10 +8,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { MAILUSER, isRoot, tmpdir } from './lib/util';
-import { seedMaildir } from './lib/maildirs';
+import { seedMaildir, removeSeeded } from './lib/maildirs';
 import { login, quit, spawnWorker, startMessage, killWorkers } from './lib/worker';
 
-after(killWorkers);
+after(() => {
+  killWorkers();
+  removeSeeded();
+});
 
 const body = Buffer.from('Subject: s\n\nhello\n');
 

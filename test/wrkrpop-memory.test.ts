@@ -7,10 +7,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { seedMaildir, wireOracle } from './lib/maildirs';
+import { seedMaildir, wireOracle, removeSeeded } from './lib/maildirs';
 import { login, killWorkers } from './lib/worker';
 
-after(killWorkers);
+after(() => {
+  killWorkers();
+  removeSeeded();
+});
 
 /** The bound this test states: a Node.js process (about 50 MB here) plus bounded buffers. */
 const MEMORY_BOUND_KB = 120 * 1024;

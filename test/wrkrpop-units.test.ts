@@ -3,7 +3,7 @@
  * cut) fed every way a stream can split its bytes, and the whole engine run
  * in-process over a plain duplex stream (a connected pair of Unix sockets).
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -15,8 +15,10 @@ import { DotStuffer } from '@popd/wrkrpop/dotstuff';
 import { TopLimiter } from '@popd/wrkrpop/top';
 import { serve } from '@popd/wrkrpop/serve';
 import { Pop3Client } from './lib/pop3';
-import { seedMaildir, wireOracle } from './lib/maildirs';
+import { removeSeeded, seedMaildir, wireOracle } from './lib/maildirs';
 import { tmpdir } from './lib/util';
+
+after(removeSeeded);
 
 /** Feeds bytes in pieces of `step` and collects every event. */
 function split(bytes: string | Buffer, step: number): LineEvent[] {

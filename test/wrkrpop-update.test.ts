@@ -8,10 +8,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BIN, run } from './lib/util';
-import { seedMaildir, uidlOf, wireOctets } from './lib/maildirs';
+import { seedMaildir, uidlOf, wireOctets, removeSeeded } from './lib/maildirs';
 import { login, quit, killWorkers } from './lib/worker';
 
-after(killWorkers);
+after(() => {
+  killWorkers();
+  removeSeeded();
+});
 
 const bodies = (n: number): Buffer[] => Array.from({ length: n }, (_, i) => Buffer.from(`Subject: m${i + 1}\n\nbody of message ${i + 1}\n`));
 

@@ -7,10 +7,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { seedMaildir, wireOracle } from './lib/maildirs';
+import { seedMaildir, wireOracle, removeSeeded } from './lib/maildirs';
 import { login, quit, killWorkers } from './lib/worker';
 
-after(killWorkers);
+after(() => {
+  killWorkers();
+  removeSeeded();
+});
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 /** Buffer sizes a reader is likely to use: line ends and dots split across them. */

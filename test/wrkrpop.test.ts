@@ -5,10 +5,13 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isRoot } from './lib/util';
-import { seedMaildir, uidlOf, wireOracle } from './lib/maildirs';
+import { seedMaildir, uidlOf, wireOracle, removeSeeded } from './lib/maildirs';
 import { login, quit, killWorkers } from './lib/worker';
 
-after(killWorkers);
+after(() => {
+  killWorkers();
+  removeSeeded();
+});
 
 const M1 = Buffer.from('From: a@example.org\nSubject: one\n\nfirst line\n.dotted\n..two dots\n.\nlast\n');
 const M2 = Buffer.from('Subject: two\r\n\r\nbody 1\r\nbody 2\r\nbody 3\r\n');

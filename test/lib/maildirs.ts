@@ -56,9 +56,18 @@ export function chownToMailUser(dir: string): void {
   }
 }
 
+const seeded: string[] = [];
+
+/** Removes every maildir seedMaildir made (call from after(), once no worker uses them). */
+export function removeSeeded(): void {
+  for (const d of seeded.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+}
+
 /** A new maildir (inside a fresh tmpdir) holding bodies, owned by MAILUSER. */
 export function seedMaildir(bodies: Buffer[], o: SeedOptions = {}): Seeded {
-  const dir = path.join(tmpdir('wrkrpop-'), 'Maildir');
+  const parent = tmpdir('wrkrpop-');
+  seeded.push(parent);
+  const dir = path.join(parent, 'Maildir');
   for (const d of ['', 'cur', 'new', 'tmp']) fs.mkdirSync(path.join(dir, d), { mode: 0o700 });
   const uniques = addMessages(dir, bodies, o);
   chownToMailUser(dir);
