@@ -6,6 +6,7 @@ import { LineBuffer, MAX_LINE } from '@popd/authpop/lines';
 import { newSession, step } from '@popd/authpop/session';
 import { ConnLimits } from '@popd/popd/limits';
 import { parseAddress } from '@popd/popd/options';
+import { BcryptPool } from '@popd/popd/bcryptpool';
 import { dummySalt, Verifier } from '@popd/popd/verifier';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
@@ -74,15 +75,19 @@ test('limits: global and per address, freed on close', () => {
   assert.equal(l.size, 2);
 });
 
-test('verifier: right, wrong, unknown user, $2y$, and a full queue', async () => {
+test('verifier on a bcrypt thread: right, wrong, unknown user, $2y$, a full queue, a refused salt', async () => {
   const hash = bcrypt.hashSync('pw', 4);
   const salt = dummySalt([hash]);
   assert.match(salt, /^\$2b\$04\$/);
-  const v = new Verifier(1, 1);
+  const pool = new BcryptPool(1);
+  const v = new Verifier(1, 1, (pass, s) => pool.hash(pass, s));
   assert.equal(await v.check(hash, salt, 'pw'), true);
   assert.equal(await v.check(hash, salt, 'pW'), false);
   assert.equal(await v.check(undefined, salt, 'pw'), false);
   assert.equal(await v.check('$2y$' + hash.slice(4), salt, 'pw'), true);
   const three = [v.check(hash, salt, 'pw'), v.check(hash, salt, 'pw'), v.check(hash, salt, 'pw')];
   assert.deepEqual(await Promise.all(three), [true, true, null]);
+  assert.equal(await v.check('$2b$04$' + '!'.repeat(53), salt, 'pw'), false);
+  assert.equal(await v.check(hash, salt, 'pw'), true, 'the thread still works');
+  await pool.close();
 });

@@ -4,11 +4,13 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import nacl from 'tweetnacl';
 import type { AuthRequest, AuthVerdict, NewConnection, VerdictCode } from '@popd/shared/ipc';
 import { isRoot } from '@popd/shared/privdrop';
 import { loadTables, Tables } from '@popd/shared/tables';
 import { Authpop } from './authpop';
+import { BcryptPool } from './bcryptpool';
 import { checkCertKey } from './checks';
 import type { Logs } from './childlog';
 import { ConnLimits } from './limits';
@@ -19,8 +21,8 @@ import { Workers } from './workers';
 
 /** After a failed login, authpop waits this long before answering. */
 const FAIL_DELAY_MS = 1_000;
-/** bcrypt checks at once, and waiting; more get [SYS/TEMP]. */
-const MAX_CHECKS = 4;
+/** bcrypt checks at once (one thread each, at most one per core), and waiting; more get [SYS/TEMP]. */
+const MAX_CHECKS = Math.max(1, Math.min(4, os.availableParallelism()));
 const MAX_WAITING_CHECKS = 256;
 /** Connections over a cap that authpop is still telling so; beyond this they are just closed. */
 const MAX_REFUSING = 64;
@@ -42,7 +44,8 @@ export class Server {
   private readonly limits: ConnLimits;
   private readonly refusing = new Set<string>();
   private readonly queue: Array<{ m: NewConnection; sock: net.Socket }> = [];
-  private readonly verifier = new Verifier(MAX_CHECKS, MAX_WAITING_CHECKS);
+  private readonly bcrypt = new BcryptPool(MAX_CHECKS);
+  private readonly verifier = new Verifier(MAX_CHECKS, MAX_WAITING_CHECKS, (pass, salt) => this.bcrypt.hash(pass, salt));
   private readonly authpop: Authpop;
   private readonly workers: Workers;
   private stopping = false;
@@ -226,6 +229,7 @@ export class Server {
         await waitUntil(idle, KILL_AFTER_MS);
       }
     }
+    await this.bcrypt.close();
     this.logs.log.info('stopped');
   }
 }

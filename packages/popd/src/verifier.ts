@@ -1,8 +1,8 @@
 /**
- * Password checks with bcryptjs, off popd's event loop's critical path
- * (bcryptjs's async mode yields between rounds), with a bound on checks
- * running and waiting. An unknown user costs the same work, against a
- * salt of the usual cost; the comparison is constant-time.
+ * Password checks with bcryptjs (computed by a hash function given, in
+ * popd the thread pool), with a bound on checks running and waiting. An
+ * unknown user costs the same work, against a salt of the usual cost; the
+ * comparison is constant-time.
  */
 import bcrypt from 'bcryptjs';
 import nacl from 'tweetnacl';
@@ -20,6 +20,8 @@ export function dummySalt(hashes: Iterable<string>): string {
   return bcrypt.genSaltSync(cost);
 }
 
+export type Hasher = (pass: string, salt: string) => Promise<string>;
+
 export class Verifier {
   private running = 0;
   private readonly waiting: Array<() => void> = [];
@@ -27,9 +29,10 @@ export class Verifier {
   constructor(
     private readonly maxRunning: number,
     private readonly maxWaiting: number,
+    private readonly hash: Hasher,
   ) {}
 
-  /** true or false, or null when too many checks are queued (the caller answers SYS/TEMP). */
+  /** true or false, or null when too many checks are queued or the check failed (the caller answers SYS/TEMP). */
   async check(hash: string | undefined, salt: string, pass: string): Promise<boolean | null> {
     if (this.running >= this.maxRunning) {
       if (this.waiting.length >= this.maxWaiting) return null;
@@ -37,8 +40,10 @@ export class Verifier {
       await new Promise<void>((resolve) => this.waiting.push(resolve));
     } else this.running++;
     try {
-      const computed = await bcrypt.hash(pass, hash === undefined ? salt : hash.slice(0, 29));
+      const computed = await this.hash(pass, hash === undefined ? salt : hash.slice(0, 29));
       return hash !== undefined && nacl.verify(Buffer.from(computed), Buffer.from(hash));
+    } catch {
+      return null;
     } finally {
       const next = this.waiting.shift();
       if (next) next();
