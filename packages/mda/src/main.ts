@@ -56,8 +56,8 @@ function parseArgs(argv: string[]): { opts: Options; user?: string } {
 Exit status: 0 delivered, 64 usage, 67 unknown user, 73 cannot create the
 maildir, 75 temporary failure (the sender's MTA retries later).
 
-Example (smtpd.conf):
-  action "pop" mda "/usr/local/bin/popmda -E -u /etc/mail/usertab %{user.username}" \\
+Example (smtpd.conf; smtpd adds Return-Path and Delivered-To itself, so no -E):
+  action "pop" mda "/usr/local/bin/popmda -u /etc/mail/usertab -e Maildir %{user.username}" \\
       virtual <virtuals> userbase <usertab>`,
     )
     .exitOverride()
