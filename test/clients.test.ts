@@ -1,4 +1,4 @@
-/** Real POP3 clients from Debian against popd in unprivileged mode: curl (pop3s://, pop3:// with --ssl-reqd) and mpop (pipelining, UIDL, sizes). */
+/** Real POP3 clients from Debian against popd in unprivileged mode: curl (pop3s://, pop3:// with --ssl-reqd), mpop (pipelining, UIDL, sizes) and fetchmail (UIDL bookkeeping, deletion with QUIT). */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -17,7 +17,7 @@ const messages = [
 describe('real clients', () => {
   let p: PopdFixture;
   before(async () => {
-    p = await PopdFixture.start({ accounts: [{ user: 'gina', pass: 'gina pw!', messages }, { user: 'hank', pass: 'hank-pw', messages }], mode: 'unprivileged' });
+    p = await PopdFixture.start({ accounts: [{ user: 'gina', pass: 'gina pw!', messages }, { user: 'hank', pass: 'hank-pw', messages }, { user: 'ivy', pass: 'ivy pw', messages }], mode: 'unprivileged' });
   });
   after(async () => {
     assert.equal((await p.stop()).code, 0);
@@ -86,4 +86,47 @@ describe('real clients', () => {
       assert.equal(['new', 'cur'].flatMap((d) => fs.readdirSync(path.join(out, d))).length, messages.length, 'nothing fetched twice');
     });
   }
+
+  test('fetchmail over STLS and implicit TLS: keeps and remembers by UIDL, then fetches with delete and the maildir is empty', { skip: !haveTool('fetchmail') && 'fetchmail is not installed' }, () => {
+    const dir = fs.mkdtempSync(path.join(p.dir, 'fetchmail-'));
+    const out = path.join(dir, 'out');
+    const serverFiles = (): string[] => ['new', 'cur'].flatMap((d) => fs.readdirSync(path.join(p.maildir('ivy'), d)));
+    // Each message goes to the mda on its own; the separator line lets the test split them again.
+    const rc = (stls: boolean, keep: boolean): string => {
+      const f = path.join(dir, `rc-${stls}-${keep}`);
+      fs.writeFileSync(
+        f,
+        [
+          `set idfile "${path.join(dir, 'fetchids')}"`,
+          `poll 127.0.0.1 protocol pop3 port ${stls ? p.stlsPort : p.tlsPort} uidl`,
+          `  user "ivy" there with password "ivy pw" is "ivy" here`,
+          `  ${stls ? '' : 'ssl '}sslproto 'tls1.3+' no sslcertck`,
+          `  ${keep ? 'keep' : 'fetchall nokeep'}`,
+          `  mda "sh -c 'cat >> ${out}; echo ==== >> ${out}'"`,
+          '',
+        ].join('\n'),
+        { mode: 0o600 },
+      );
+      return f;
+    };
+    const fetchmail = (f: string) => spawnSync('fetchmail', ['-f', f, '--nodetach', '--nosyslog', '--silent'], { encoding: 'latin1', timeout: 60_000, env: { ...process.env, HOME: dir } });
+    const fetched = (): string[] => (fs.existsSync(out) ? fs.readFileSync(out, 'latin1').split('====\n').slice(0, -1) : []);
+    const bodies = messages.map((m) => m.replace(/\r\n/g, '\n').split('\n\n').slice(1).join('\n\n'));
+
+    const first = fetchmail(rc(true, true));
+    assert.equal(first.status, 0, first.stderr + first.stdout);
+    // fetchmail delivers LF line ends with its own Received: on top.
+    assert.equal(fetched().length, messages.length);
+    for (const b of bodies) assert.ok(fetched().some((g) => g.endsWith(b)), `message ending ${JSON.stringify(b.slice(-20))} arrived intact`);
+    assert.equal(serverFiles().length, messages.length, 'keep leaves the mail on the server');
+
+    const again = fetchmail(rc(false, true));
+    assert.equal(again.status, 1, `exit 1 means no new mail: ${again.stderr}`);
+    assert.equal(fetched().length, messages.length, 'nothing fetched twice');
+
+    const all = fetchmail(rc(false, false));
+    assert.equal(all.status, 0, all.stderr + all.stdout);
+    assert.equal(fetched().length, 2 * messages.length);
+    assert.deepEqual(serverFiles(), [], 'DELE and QUIT removed every message');
+  });
 });
