@@ -1,13 +1,21 @@
-/** The pure parts of popd and authpop: the AUTHORIZATION state machine, line splitting, addresses, caps, the password check. */
+/** The parts of popd and authpop that run in-process: the AUTHORIZATION state machine, line splitting, addresses, caps, the password check, authpop's handshake limit. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
 import bcrypt from 'bcryptjs';
+import { Connection } from '@popd/authpop/connection';
+import { Logger } from '@popd/shared/log';
 import { LineBuffer, MAX_LINE } from '@popd/authpop/lines';
 import { newSession, step } from '@popd/authpop/session';
 import { ConnLimits } from '@popd/popd/limits';
 import { parseAddress } from '@popd/popd/options';
 import { BcryptPool } from '@popd/popd/bcryptpool';
 import { dummySalt, Verifier } from '@popd/popd/verifier';
+import { Pop3Client } from './lib/pop3';
+import { makeCert } from './lib/popd';
+import { tmpdir } from './lib/util';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
@@ -91,3 +99,43 @@ test('verifier on a bcrypt thread: right, wrong, unknown user, $2y$, a full queu
   assert.equal(await v.check(hash, salt, 'pw'), true, 'the thread still works');
   await pool.close();
 });
+
+/** authpop's Connection on a real accepted TCP socket with a real TLS context; timeouts shortened. */
+async function handshakeStall(mode: 'tls' | 'stls'): Promise<{ logs: string[]; ms: number }> {
+  const dir = tmpdir();
+  const { cert, key } = makeCert(dir);
+  const ctx = tls.createSecureContext({ cert: fs.readFileSync(cert), key: fs.readFileSync(key), minVersion: 'TLSv1.3' });
+  const logs: string[] = [];
+  const server = net.createServer((sock) => {
+    new Connection(sock, { t: 'conn', id: '1', address: '127.0.0.1', port: 1, mode }, {
+      ctx,
+      loginTimeoutMs: 20_000,
+      failDelayMs: 10,
+      handshakeTimeoutMs: 300,
+      log: new Logger((_, msg) => logs.push(msg), 2),
+      askPopd: () => assert.fail('no credentials were sent'),
+      closed: () => undefined,
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = new Pop3Client(net.connect((server.address() as net.AddressInfo).port, '127.0.0.1'));
+  const t0 = Date.now();
+  if (mode === 'stls') {
+    assert.match(await client.line(), /^\+OK/);
+    assert.match(await client.cmd('STLS'), /^\+OK/);
+  }
+  // Never send a ClientHello.
+  await client.rest();
+  const ms = Date.now() - t0;
+  server.close();
+  fs.rmSync(dir, { recursive: true });
+  return { logs, ms };
+}
+
+for (const mode of ['tls', 'stls'] as const) {
+  test(`authpop: a TLS handshake that does not finish in time is dropped (${mode === 'tls' ? 'implicit TLS' : 'after STLS'}), long before the login timeout`, async () => {
+    const { logs, ms } = await handshakeStall(mode);
+    assert.ok(logs.some((l) => /TLS handshake timeout from 127\.0\.0\.1:1/.test(l)), logs.join('\n'));
+    assert.ok(ms < 10_000, `closed after ${ms} ms`);
+  });
+}
