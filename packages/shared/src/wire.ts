@@ -10,6 +10,7 @@
  * scanner (bareLineFeeds) and the same end rule, so LIST's octets always
  * equal the bytes RETR sends.
  */
+import { insertBefore } from './bytes';
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -59,18 +60,7 @@ export class WireSize extends WireScanner {
 /** Converts a message fed in chunks to its wire form. */
 export class WireForm extends WireScanner {
   chunk(buf: Buffer): Buffer {
-    const bare = this.bareLineFeeds(buf);
-    if (bare.length === 0) return buf;
-    const out = Buffer.allocUnsafe(buf.length + bare.length);
-    let src = 0;
-    let dst = 0;
-    for (const i of bare) {
-      dst += buf.copy(out, dst, src, i);
-      out[dst++] = CR;
-      src = i;
-    }
-    buf.copy(out, dst, src);
-    return out;
+    return insertBefore(buf, this.bareLineFeeds(buf), CR);
   }
 
   /** Bytes to send after the last chunk. */

@@ -4,6 +4,7 @@
  * only implementation in the project; it works on chunks, carrying whether
  * the next chunk starts a line.
  */
+import { insertBefore } from '@popd/shared/bytes';
 
 const LF = 0x0a;
 const DOT = 0x2e;
@@ -21,17 +22,7 @@ export class DotStuffer {
     if (this.atLineStart && buf[0] === DOT) dots.push(0);
     for (let i = buf.indexOf(LF_DOT); i !== -1; i = buf.indexOf(LF_DOT, i + 1)) dots.push(i + 1);
     this.atLineStart = buf[buf.length - 1] === LF;
-    if (dots.length === 0) return buf;
-    const out = Buffer.allocUnsafe(buf.length + dots.length);
-    let src = 0;
-    let dst = 0;
-    for (const at of dots) {
-      dst += buf.copy(out, dst, src, at);
-      out[dst++] = DOT;
-      src = at;
-    }
-    buf.copy(out, dst, src);
-    return out;
+    return insertBefore(buf, dots, DOT);
   }
 
   /** The end of the response. */
