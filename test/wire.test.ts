@@ -137,3 +137,50 @@ test('popcache format: C-compatible lines; corrupt, truncated, wrong-uidl and du
   assert.deepEqual([...r.entries.values()], [{ name: a, octets: 7, uidl: sha256(a) }]);
   assert.equal(r.bad, 9);
 });
+
+/** A deterministic stream of strings over an alphabet that hits every branch of the name and line scanners. */
+function* awkwardStrings(count: number, alphabet: string[], maxLen: number): Generator<string> {
+  let x = 0x2545f491;
+  const next = (n: number): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+  for (let i = 0; i < count; i++) yield Array.from({ length: next(maxLen) }, () => alphabet[next(alphabet.length)]).join('');
+}
+
+test('parseName agrees with the regular-expression definition of the S=, W= and time fields', () => {
+  const reference = (file: string): ReturnType<typeof parseName> => {
+    const unique = file.split(':')[0];
+    const info = file.includes(':') ? file.slice(file.indexOf(':') + 1) : '';
+    const out: ReturnType<typeof parseName> = { unique, flags: info.startsWith('2,') ? info.slice(2) : '' };
+    for (const m of unique.matchAll(/,([SW])=(\d{1,15})(?=,|$)/g)) out[m[1] === 'S' ? 'size' : 'wsize'] = Number(m[2]);
+    const t = /^(\d{1,12})\.(?:[^.]*?M(\d{1,6}))?/.exec(unique);
+    if (t) out.time = Number(t[1]) * 1e6 + (t[2] ? Number(t[2]) : 0);
+    return out;
+  };
+  const alphabet = ['1', '0', '9', ',', 'S', 'W', '=', '.', 'M', ':', '2', 'x', ',S=', ',W=', '1234567890123456'];
+  for (const s of awkwardStrings(50_000, alphabet, 24)) assert.deepEqual(parseName(s), reference(s), JSON.stringify(s));
+});
+
+test('parsePopcache agrees with the regular-expression definition of a line', () => {
+  const reference = (text: string): ReturnType<typeof parsePopcache> => {
+    const entries = new Map<string, { name: string; octets: number; uidl: string }>();
+    const lines = text.split('\n');
+    let bad = lines[lines.length - 1] === '' ? 0 : 1;
+    for (const line of lines.slice(0, -1)) {
+      const m = /^(\S+) (0|[1-9]\d{0,14}) ([0-9a-f]{64})$/.exec(line);
+      if (!m || !isSafeName(m[1]) || m[1].includes(':') || sha256(m[1]) !== m[3]) {
+        bad++;
+        continue;
+      }
+      if (entries.has(m[1])) bad++;
+      entries.set(m[1], { name: m[1], octets: Number(m[2]), uidl: m[3] });
+    }
+    return { entries, bad };
+  };
+  const names = ['1.a', '2.b,S=1,W=2', 'c', 'd:2,'];
+  const pieces = [...names.map((n) => `${n} 5 ${sha256(n)}`), ...names.map((n) => `${n} 0 ${sha256(n)}`), ` 5 ${sha256('')}`, `1.a 1234567890123456 ${sha256('1.a')}`, `1.a 05 ${sha256('1.a')}`, `1.a 5 ${sha256('1.a').toUpperCase()}`, `1.a 5 ${sha256('1.a').slice(9)}`, ' ', '\n', '\n\n', '5', 'x'];
+  for (const s of awkwardStrings(20_000, pieces, 8)) assert.deepEqual(parsePopcache(s), reference(s), JSON.stringify(s));
+});

@@ -7,6 +7,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
 import { LogRecord, WorkerStart } from '@popd/shared/ipc';
+import { WORKER_NODE_ARGS } from '@popd/popd/workers';
 import { BIN, MAILUSER, isRoot } from './util';
 import { Pop3Client } from './pop3';
 
@@ -45,7 +46,7 @@ export function killWorkers(): void {
 
 /** A started worker waiting for its start message (popd's warm spare). */
 export function spawnWorker(): Worker {
-  const child = spawn(process.execPath, [BIN.wrkrpop], { stdio: ['pipe', 'ignore', 'pipe', 'ipc'] });
+  const child = spawn(process.execPath, [...WORKER_NODE_ARGS, BIN.wrkrpop], { stdio: ['pipe', 'ignore', 'pipe', 'ipc'] });
   running.add(child);
   child.on('exit', () => running.delete(child));
   const io = reopenStdinDuplex(child);

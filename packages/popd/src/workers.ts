@@ -20,6 +20,13 @@ export interface WorkerOptions {
   child: ChildSink;
 }
 
+/**
+ * Node flags for wrkrpop. A young generation of 4 MB instead of 16 lowers a
+ * worker's peak RSS while it indexes a 100,000-message mailbox from about
+ * 158 to 130 MB, at no measurable cost in time (bench: wrkrpop).
+ */
+export const WORKER_NODE_ARGS: readonly string[] = ['--max-semi-space-size=4'];
+
 const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null && c.connected;
 
 export class Workers {
@@ -30,7 +37,7 @@ export class Workers {
   constructor(private readonly o: WorkerOptions) {}
 
   private spawnOne(): ChildProcess {
-    const c = spawn(process.execPath, [this.o.script], { stdio: ['pipe', 'ignore', 'pipe', 'ipc'] });
+    const c = spawn(process.execPath, [...WORKER_NODE_ARGS, this.o.script], { stdio: ['pipe', 'ignore', 'pipe', 'ipc'] });
     const pid = c.pid ?? 0;
     c.on('error', (err) => this.o.log.err(`cannot start wrkrpop: ${err.message}`));
     c.stdin!.on('error', () => undefined); // its end goes to authpop; errors show up there

@@ -33,23 +33,52 @@ export interface ParsedCache {
   bad: number;
 }
 
-const LINE = /^(\S+) (0|[1-9]\d{0,14}) ([0-9a-f]{64})$/;
+const UIDL_LENGTH = 64;
+const MAX_OCTETS_DIGITS = 15;
 
+/** The octets field text[from, to) as a number: decimal, no sign, no leading zero, at most 15 digits; else -1. */
+function octetsIn(text: string, from: number, to: number): number {
+  const n = to - from;
+  if (n < 1 || n > MAX_OCTETS_DIGITS || (n > 1 && text.charCodeAt(from) === 0x30)) return -1;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return -1;
+  }
+  return Number(text.slice(from, to));
+}
+
+/** The entry in text[start, end) (a line without its "\n"), or null when the line is not one. */
+function entryIn(text: string, start: number, end: number): CacheEntry | null {
+  // "name SP octets SP uidl": the name has no space; the uidl is the last 64 characters.
+  const sp1 = text.indexOf(' ', start);
+  const sp2 = end - UIDL_LENGTH - 1;
+  if (sp1 <= start || sp2 <= sp1 || text.charCodeAt(sp2) !== 0x20) return null;
+  const octets = octetsIn(text, sp1 + 1, sp2);
+  if (octets < 0) return null;
+  const name = text.slice(start, sp1);
+  if (!isSafeName(name) || name.includes(':')) return null;
+  // The hash check also proves the field is 64 lowercase hex digits.
+  const uidl = uidlOf(name);
+  if (text.slice(sp2 + 1, end) !== uidl) return null;
+  return { name, octets, uidl };
+}
+
+/** A scan rather than split and a regex per line: a login parses every line. */
 export function parsePopcache(text: string): ParsedCache {
   const entries = new Map<string, CacheEntry>();
   let bad = 0;
-  const lines = text.split('\n');
-  // The piece after the last "\n" is empty, or a truncated line: skip it.
-  if (lines[lines.length - 1] !== '') bad++;
-  for (let i = 0; i < lines.length - 1; i++) {
-    const m = LINE.exec(lines[i]);
-    if (!m || !isSafeName(m[1]) || m[1].includes(':') || uidlOf(m[1]) !== m[3]) {
+  let start = 0;
+  for (let nl = text.indexOf('\n'); nl !== -1; start = nl + 1, nl = text.indexOf('\n', start)) {
+    const e = entryIn(text, start, nl);
+    if (e === null) {
       bad++;
       continue;
     }
-    if (entries.has(m[1])) bad++;
-    entries.set(m[1], { name: m[1], octets: Number(m[2]), uidl: m[3] });
+    if (entries.has(e.name)) bad++;
+    entries.set(e.name, e);
   }
+  // The piece after the last "\n" is empty, or a truncated line: skip it.
+  if (start < text.length) bad++;
   return { entries, bad };
 }
 

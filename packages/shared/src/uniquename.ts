@@ -71,19 +71,44 @@ export interface ParsedName {
   time?: number;
 }
 
-const SIZE_FIELD = /,([SW])=(\d{1,15})(?=,|$)/g;
+const COMMA = 0x2c;
+const EQUALS = 0x3d;
 
+/** The number in the digits (1 to 15) at s[from..], if they run up to a "," or the end; else undefined. */
+function sizeAt(s: string, from: number): number | undefined {
+  let end = from;
+  while (end < s.length && end - from <= 15) {
+    const c = s.charCodeAt(end);
+    if (c < 0x30 || c > 0x39) break;
+    end++;
+  }
+  const n = end - from;
+  if (n < 1 || n > 15 || (end < s.length && s.charCodeAt(end) !== COMMA)) return undefined;
+  return Number(s.slice(from, end));
+}
+
+const TIME = /^(\d{1,12})\.(?:[^.]*?M(\d{1,6}))?/;
+
+/**
+ * Splits a cur/ or new/ file name. Sizes are the ",S=<digits>" and
+ * ",W=<digits>" fields that end at a "," or the end, the last one of each
+ * winning. A scan rather than a regex per field: a login parses every name.
+ */
 export function parseName(file: string): ParsedName {
   const colon = file.indexOf(':');
   const unique = colon === -1 ? file : file.slice(0, colon);
   const info = colon === -1 ? '' : file.slice(colon + 1);
   const out: ParsedName = { unique, flags: info.startsWith('2,') ? info.slice(2) : '' };
-  for (const m of unique.matchAll(SIZE_FIELD)) {
-    const n = Number(m[2]);
-    if (m[1] === 'S') out.size = n;
+  for (let i = unique.indexOf(','); i !== -1; i = unique.indexOf(',', i + 1)) {
+    if (unique.charCodeAt(i + 2) !== EQUALS) continue;
+    const field = unique[i + 1];
+    if (field !== 'S' && field !== 'W') continue;
+    const n = sizeAt(unique, i + 3);
+    if (n === undefined) continue;
+    if (field === 'S') out.size = n;
     else out.wsize = n;
   }
-  const t = /^(\d{1,12})\.(?:[^.]*?M(\d{1,6}))?/.exec(unique);
+  const t = TIME.exec(unique);
   if (t) out.time = Number(t[1]) * 1e6 + (t[2] ? Number(t[2]) : 0);
   return out;
 }
