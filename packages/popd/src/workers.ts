@@ -22,8 +22,8 @@ export interface WorkerOptions {
 
 /**
  * Node flags for wrkrpop. A young generation of 4 MB instead of 16 lowers a
- * worker's peak RSS while it indexes a 100,000-message mailbox from about
- * 158 to 130 MB, at no measurable cost in time (bench: wrkrpop).
+ * worker's peak RSS while it holds a 100,000-message mailbox from about
+ * 163 to 140 MB, at no measurable cost in time (npm run bench -- wrkrpop).
  */
 export const WORKER_NODE_ARGS: readonly string[] = ['--max-semi-space-size=4'];
 
