@@ -149,7 +149,7 @@ test('corrupt popcache reconciles to exactly the files in cur/ (garbage, truncat
     `${n(0, bodies[0])} 5 ${sha256(n(0, bodies[0]))}`,
     `${n(0, bodies[0])} 5 ${sha256(n(0, bodies[0]))}`, // duplicate
     '\0\xff garbage \x01',
-    `${n(1, bodies[1])} 5 ${sha256('wrong')}`, // wrong uidl
+    `${n(1, bodies[1])} 5 ${sha256('wrong')}`, // another hash: UIDLs come from the name, the line counts
     `${gone} 6 ${sha256(gone)}`, // entry for a missing file
     '',
     `${n(2, bodies[2])} 7 ${sha256(n(2, bodies[2]))}`,
@@ -161,13 +161,63 @@ test('corrupt popcache reconciles to exactly the files in cur/ (garbage, truncat
   assert.deepEqual(box.messages.map((m) => m.unique).sort(), [...msgs.keys()].sort());
   for (const m of box.messages) {
     assert.equal(m.octets, referenceWire(msgs.get(m.unique)!).length, m.unique);
-    assert.equal(m.uidl, sha256(m.unique));
   }
   assert.equal(box.counted, 2, 'only the two names without W= are read');
   assertPopcacheMatches(md, msgs);
   const again = await openMailbox(md);
   assert.equal(again.rewritten, false, 'a reconciled popcache is left alone');
   assert.deepEqual(again.messages, box.messages);
+  assert.equal(again.counted, 0, 'sizes the names lack come from popcache');
+});
+
+test('two files for one unique name (copies with other flags) are served once, the first listed, with or without a time in the name', async () => {
+  const md = path.join(scratchDir(), 'Maildir');
+  fs.mkdirSync(md);
+  for (const d of ['cur', 'new', 'tmp']) fs.mkdirSync(path.join(md, d));
+  const files = ['1700000001.M1P1R1.h:2,', '1700000001.M1P1R1.h:2,S', 'foreign:2,', 'foreign:2,S', '1700000002.M1P1R1.h:2,'];
+  for (const f of files) put(md, f, 'x\n');
+  // The untimed copies are ordered by mtime: put another message between them.
+  fs.utimesSync(path.join(md, 'cur', 'foreign:2,'), 1600000000, 1600000000);
+  fs.utimesSync(path.join(md, 'cur', 'foreign:2,S'), 1800000000, 1800000000);
+  const listed = fs.readdirSync(path.join(md, 'cur'));
+  const box = await openMailbox(md);
+  assert.deepEqual(
+    box.messages.map((m) => m.unique),
+    ['foreign', '1700000001.M1P1R1.h', '1700000002.M1P1R1.h'],
+  );
+  for (const m of box.messages) assert.equal(m.file, listed.find((f) => f.startsWith(m.unique + ':')), m.unique);
+  assert.deepEqual(readPopcacheLines(md).map((l) => l.name).sort(), ['1700000001.M1P1R1.h', '1700000002.M1P1R1.h', 'foreign']);
+});
+
+test('popcache is left alone only when it holds exactly the messages of cur/, in order; any other file is rewritten so', async () => {
+  const md = path.join(scratchDir(), 'Maildir');
+  const names: string[] = [];
+  for (let i = 0; i < 4; i++) names.push((await deliver(md, Readable.from([Buffer.from(`message ${i}\n`)]))).name);
+  put(md, 'foreign:2,', 'no sizes in this name\n');
+  const first = await openMailbox(md);
+  assert.equal(first.rewritten, true);
+  const canonical = fs.readFileSync(path.join(md, 'popcache'), 'latin1');
+  const lines = canonical.split('\n').slice(0, -1);
+  assert.equal(lines.length, 5);
+  const variants: [string, string][] = [
+    ['two lines swapped', [lines[1], lines[0], ...lines.slice(2)].join('\n') + '\n'],
+    ['a line missing', lines.slice(1).join('\n') + '\n'],
+    ['a line for a missing file', canonical + `1.gone 5 ${sha256('1.gone')}\n`],
+    ['a truncated last line', canonical + lines[0].slice(0, 20)],
+    ['a duplicate line', canonical + lines[4] + '\n'],
+    ['octets off by one', canonical.replace(/ (\d+) /, (_, o: string) => ` ${Number(o) + 1} `)],
+    ['a name longer by one character', canonical.replace(' ', 'x ')],
+    ['a corrupt uidl', canonical.replace(/[0-9a-f]{64}\n/, `${'G'.repeat(64)}\n`)],
+    ['empty', ''],
+  ];
+  for (const [what, text] of variants) {
+    fs.writeFileSync(path.join(md, 'popcache'), text, 'latin1');
+    const box = await openMailbox(md);
+    assert.equal(box.rewritten, true, what);
+    assert.deepEqual(box.messages, first.messages, what);
+    assert.equal(fs.readFileSync(path.join(md, 'popcache'), 'latin1'), canonical, what);
+    assert.equal((await openMailbox(md)).rewritten, false, `${what}: then left alone`);
+  }
 });
 
 test('popcache octets that disagree with the name W= are recounted from the file', async () => {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { WireForm, WireSize, wireSizeOf } from '@popd/shared/wire';
 import { curName, escapedHost, isSafeName, newBaseName, parseName, withSizes } from '@popd/shared/uniquename';
-import { parsePopcache, serializePopcache, uidlOf } from '@popd/shared/popcache';
+import { PopcacheParser, parsePopcache, popcacheText, uidlOf } from '@popd/shared/popcache';
 import { INPUTS, referenceWire, referenceWireSize, sha256 } from './lib/store';
 
 /** Splits buf at the given offsets (sorted, deduplicated, in range). */
@@ -111,20 +111,22 @@ test('unique names: hostname escaping keeps names safe; parseName reads flags an
   for (const bad of ['', '.hidden', 'a/b', 'a b', 'x'.repeat(256), 'tab\t', 'ü']) assert.ok(!isSafeName(bad), JSON.stringify(bad));
 });
 
-test('popcache format: C-compatible lines; corrupt, truncated, wrong-uidl and duplicate lines are counted and skipped', () => {
+test('popcache format: C-compatible lines; corrupt, truncated and duplicate lines are counted and skipped; the uidl field is checked for form', () => {
   const a = '1700000000.M1P1R1.h,S=3,W=5';
   const b = '1700000001.M1P1R1.h,S=9,W=9';
   assert.equal(uidlOf(a), sha256(a));
-  const good = serializePopcache([
-    { name: a, octets: 5, uidl: uidlOf(a) },
-    { name: b, octets: 9, uidl: uidlOf(b) },
-  ]);
+  const good = [
+    ...popcacheText([
+      { name: a, octets: 5 },
+      { name: b, octets: 9 },
+    ]),
+  ].join('');
   assert.equal(good, `${a} 5 ${sha256(a)}\n${b} 9 ${sha256(b)}\n`);
-  assert.deepEqual(parsePopcache(good), { entries: new Map([[a, { name: a, octets: 5, uidl: sha256(a) }], [b, { name: b, octets: 9, uidl: sha256(b) }]]), bad: 0 });
+  assert.deepEqual(parsePopcache(Buffer.from(good)), { entries: new Map([[a, 5], [b, 9]]), bad: 0 });
   const corrupt = [
     `${a} 5 ${sha256(a)}`,
     'garbage',
-    `${b} 9 ${sha256(a)}`, // wrong uidl
+    `${b} 9 ${'g'.repeat(64)}`, // not hex
     `${b} 09 ${sha256(b)}`, // leading zero
     `${b} -1 ${sha256(b)}`,
     `${b}  9 ${sha256(b)}`,
@@ -133,9 +135,11 @@ test('popcache format: C-compatible lines; corrupt, truncated, wrong-uidl and du
     `${a} 7 ${sha256(a)}`, // duplicate: the later line wins
     `${b} 9 ${sha256(b).slice(0, 30)}`, // truncated, and no final newline
   ].join('\n');
-  const r = parsePopcache(corrupt);
-  assert.deepEqual([...r.entries.values()], [{ name: a, octets: 7, uidl: sha256(a) }]);
+  const r = parsePopcache(Buffer.from(corrupt, 'latin1'));
+  assert.deepEqual([...r.entries], [[a, 7]]);
   assert.equal(r.bad, 9);
+  // UIDLs come from the name: a line whose third field is another name's hash still indexes its own name.
+  assert.deepEqual(parsePopcache(Buffer.from(`${b} 9 ${sha256(a)}\n`)), { entries: new Map([[b, 9]]), bad: 0 });
 });
 
 /** A deterministic stream of strings over an alphabet that hits every branch of the name and line scanners. */
@@ -166,21 +170,36 @@ test('parseName agrees with the regular-expression definition of the S=, W= and 
 
 test('parsePopcache agrees with the regular-expression definition of a line', () => {
   const reference = (text: string): ReturnType<typeof parsePopcache> => {
-    const entries = new Map<string, { name: string; octets: number; uidl: string }>();
+    const entries = new Map<string, number>();
     const lines = text.split('\n');
     let bad = lines[lines.length - 1] === '' ? 0 : 1;
     for (const line of lines.slice(0, -1)) {
       const m = /^(\S+) (0|[1-9]\d{0,14}) ([0-9a-f]{64})$/.exec(line);
-      if (!m || !isSafeName(m[1]) || m[1].includes(':') || sha256(m[1]) !== m[3]) {
+      if (!m || !isSafeName(m[1]) || m[1].includes(':')) {
         bad++;
         continue;
       }
       if (entries.has(m[1])) bad++;
-      entries.set(m[1], { name: m[1], octets: Number(m[2]), uidl: m[3] });
+      entries.set(m[1], Number(m[2]));
     }
     return { entries, bad };
   };
-  const names = ['1.a', '2.b,S=1,W=2', 'c', 'd:2,'];
-  const pieces = [...names.map((n) => `${n} 5 ${sha256(n)}`), ...names.map((n) => `${n} 0 ${sha256(n)}`), ` 5 ${sha256('')}`, `1.a 1234567890123456 ${sha256('1.a')}`, `1.a 05 ${sha256('1.a')}`, `1.a 5 ${sha256('1.a').toUpperCase()}`, `1.a 5 ${sha256('1.a').slice(9)}`, ' ', '\n', '\n\n', '5', 'x'];
-  for (const s of awkwardStrings(20_000, pieces, 8)) assert.deepEqual(parsePopcache(s), reference(s), JSON.stringify(s));
+  // The longest valid name (255 octets) makes the longest valid line.
+  const names = ['1.a', '2.b,S=1,W=2', 'c', 'd:2,', `9.${'n'.repeat(253)}`];
+  const pieces = [...names.map((n) => `${n} 5 ${sha256(n)}`), ...names.map((n) => `${n} 0 ${sha256(n)}`), ` 5 ${sha256('')}`, `1.a 1234567890123456 ${sha256('1.a')}`, `1.a 05 ${sha256('1.a')}`, `1.a 5 ${sha256('1.a').toUpperCase()}`, `1.a 5 ${sha256('1.a').slice(9)}`, `1.a 5 ${sha256('c')}`, `1.a 5 ${'g'.repeat(64)}`, 'y'.repeat(600), ' ', '\n', '\n\n', '5', 'x'];
+  let cut = 7;
+  for (const s of awkwardStrings(20_000, pieces, 8)) {
+    const want = reference(s);
+    const data = Buffer.from(s, 'latin1');
+    assert.deepEqual(parsePopcache(data), want, JSON.stringify(s));
+    // Read in pieces into one reused buffer, as readPopcache does, cut anywhere (1 to 700 bytes): the same result.
+    const p = new PopcacheParser();
+    const scratch = Buffer.alloc(700);
+    for (let at = 0; at < data.length; at += cut, cut = (cut * 31 + 17) % 700 || 1) {
+      const n = data.copy(scratch, 0, at, at + cut);
+      p.push(scratch.subarray(0, n));
+      scratch.fill('x');
+    }
+    assert.deepEqual(p.end(), want, `in pieces: ${JSON.stringify(s)}`);
+  }
 });

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { WireSize } from './wire';
 import { curName, isSafeName, newBaseName, parseName, withSizes } from './uniquename';
-import { CacheEntry, POPCACHE, appendPopcache, readPopcache, uidlOf, writePopcacheAtomic } from './popcache';
+import { CacheEntry, POPCACHE, appendPopcache, readPopcache, readPopcacheInOrder, writePopcacheAtomic } from './popcache';
 import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
 import { fsyncDir, isTransient } from './fsutil';
 
@@ -119,7 +119,7 @@ export async function deliver(
   }
   const out: Delivered = { name: path.basename(newPath), size, octets: wire.digest(), indexed: true };
   try {
-    appendPopcache(maildir, { name: out.name, octets: out.octets, uidl: uidlOf(out.name) });
+    appendPopcache(maildir, { name: out.name, octets: out.octets });
   } catch (err) {
     // The message is safely in new/; the next login indexes it.
     out.indexed = false;
@@ -137,7 +137,6 @@ export interface Message {
   file: string;
   /** Wire octets (LIST/STAT). */
   octets: number;
-  uidl: string;
   /** Delivery time, microseconds since the epoch (for ordering). */
   time: number;
 }
@@ -191,20 +190,26 @@ function isUnservable(err: unknown): boolean {
   return UNSERVABLE.has((err as NodeJS.ErrnoException)?.code ?? '');
 }
 
-/** Regular files with names the store accepts; symlinks and other types are never indexed. */
-function listRegular(dir: string): string[] {
-  return fs
-    .readdirSync(dir, { withFileTypes: true })
-    .filter((d) => d.isFile() && isSafeName(d.name))
-    .map((d) => d.name);
+/**
+ * Regular files with names the store accepts; symlinks and other types are
+ * never indexed. Read entry by entry (opendir) rather than with readdir:
+ * twice as fast for 100,000 names, and no array of them all at a login's peak.
+ */
+function* regularFiles(dir: string): Generator<string> {
+  const d = fs.opendirSync(dir);
+  try {
+    for (let e; (e = d.readSync()) !== null; ) if (e.isFile() && isSafeName(e.name)) yield e.name;
+  } finally {
+    d.closeSync();
+  }
 }
 
 /** Removes debris of crashed writers: tmp/ files and popcache temp files untouched for TMP_MAX_AGE_MS. */
 function removeStaleTmp(maildir: string, now: number): void {
   const tmp = path.join(maildir, 'tmp');
   const stale = [
-    ...listRegular(tmp).map((name) => path.join(tmp, name)),
-    ...listRegular(maildir)
+    ...[...regularFiles(tmp)].map((name) => path.join(tmp, name)),
+    ...[...regularFiles(maildir)]
       .filter((name) => name.startsWith(`${POPCACHE}.tmp.`))
       .map((name) => path.join(maildir, name)),
   ];
@@ -220,7 +225,8 @@ function removeStaleTmp(maildir: string, now: number): void {
 /** Moves new/NAME to cur/NAME:2,; a file that cannot be moved stays in new/, unserved, rather than stopping the login. */
 function moveNewToCur(maildir: string): number {
   let moved = 0;
-  for (const name of listRegular(path.join(maildir, 'new'))) {
+  // Listed first: the loop empties the directory it would be reading.
+  for (const name of [...regularFiles(path.join(maildir, 'new'))]) {
     const p = parseName(name);
     if (p.unique === '') continue;
     try {
@@ -235,55 +241,85 @@ function moveNewToCur(maildir: string): number {
 
 /**
  * Opens a mailbox for a session (the caller holds the maildrop lock): moves
- * new/ into cur/, reconciles popcache with cur/, rewrites it when it changed.
- * A corrupt popcache is rebuilt, never fatal.
+ * new/ into cur/, reconciles popcache with cur/, and rewrites it unless it
+ * already held exactly cur/'s messages in order. A corrupt popcache is
+ * rebuilt, never fatal.
  */
 export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: number; now?: number } = {}): Promise<MailboxIndex> {
   return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now()));
 }
 
+/** Octets of a message whose name has no W=, until popcache or a count tells them. */
+const UNKNOWN = -1;
+
 function indexMailbox(maildir: string, now: number): MailboxIndex {
   ensureMaildir(maildir);
   removeStaleTmp(maildir, now);
   const moved = moveNewToCur(maildir);
-  const cache = readPopcache(maildir);
-  let changed = cache.bad > 0 || moved > 0;
+  const messages = listCur(maildir);
+  // Also current after new mail when popmda appended its lines (in delivery order, as usual).
+  const inOrder = readPopcacheInOrder(maildir, messages);
+  const cache = inOrder ? null : readPopcache(maildir).entries;
   let counted = 0;
-  const seen = new Set<string>();
-  const messages: Message[] = [];
-  for (const file of listRegular(path.join(maildir, 'cur'))) {
-    const p = parseName(file);
-    if (p.unique === '' || seen.has(p.unique)) continue; // two files for one unique name: serve the first only
-    seen.add(p.unique);
-    const cached = cache.entries.get(p.unique);
+  let kept = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i];
+    const cached = inOrder ? inOrder[i] : cache!.get(m.unique);
     // When the cache and the name's W= disagree, one was tampered with: count the file itself.
-    let octets = cached && p.wsize !== undefined && cached.octets !== p.wsize ? undefined : (cached?.octets ?? p.wsize);
-    let time = p.time;
-    if (octets === undefined || time === undefined) {
-      let c: { octets: number; mtimeMs: number };
+    if (cached !== undefined) m.octets = m.octets === UNKNOWN || m.octets === cached ? cached : UNKNOWN;
+    if (m.octets === UNKNOWN) {
       try {
-        c = countWireOctetsSync(path.join(maildir, 'cur', file));
+        m.octets = countWireOctetsSync(path.join(maildir, 'cur', m.file)).octets;
       } catch (err) {
         if (isUnservable(err)) continue;
         throw err;
       }
-      if (octets === undefined) {
-        octets = c.octets;
-        counted++;
-      }
-      time ??= Math.floor(c.mtimeMs * 1000);
+      counted++;
     }
-    if (!cached || cached.octets !== octets) changed = true;
-    messages.push({ unique: p.unique, file, octets, uidl: cached?.uidl ?? uidlOf(p.unique), time });
+    messages[kept++] = m;
   }
-  if (cache.entries.size !== messages.length) changed = true;
-  messages.sort(compareMessages);
-  if (changed) writePopcacheAtomic(maildir, messages.map(toEntry));
-  return { messages, moved, counted, rewritten: changed };
+  messages.length = kept;
+  if (!inOrder) writePopcacheAtomic(maildir, messages.map(toEntry));
+  return { messages, moved, counted, rewritten: !inOrder };
+}
+
+/** cur/'s messages in delivery order, one per unique name, with the octets of W= (else UNKNOWN). */
+function listCur(maildir: string): Message[] {
+  const listed: Message[] = [];
+  // Two files for one unique name (a copy with other flags): serve the first listed only. A time taken
+  // from the name makes such files neighbours after the sort; those without one are caught here.
+  const untimed = new Set<string>();
+  for (const file of regularFiles(path.join(maildir, 'cur'))) {
+    const p = parseName(file);
+    if (p.unique === '') continue;
+    let time = p.time;
+    if (time === undefined) {
+      if (untimed.has(p.unique)) continue;
+      untimed.add(p.unique);
+      try {
+        const st = fs.lstatSync(path.join(maildir, 'cur', file));
+        if (!st.isFile()) continue;
+        time = Math.floor(st.mtimeMs * 1000);
+      } catch (err) {
+        if (isUnservable(err)) continue;
+        throw err;
+      }
+    }
+    listed.push({ unique: p.unique, file, octets: p.wsize ?? UNKNOWN, time });
+  }
+  return onePerName(listed.sort(compareMessages));
 }
 
 function toEntry(m: Message): CacheEntry {
-  return { name: m.unique, octets: m.octets, uidl: m.uidl };
+  return { name: m.unique, octets: m.octets };
+}
+
+/** Drops neighbours with the unique name of the one before (the stable sort kept the first listed first); in place. */
+function onePerName(sorted: Message[]): Message[] {
+  let n = 0;
+  for (const m of sorted) if (n === 0 || sorted[n - 1].unique !== m.unique) sorted[n++] = m;
+  sorted.length = n;
+  return sorted;
 }
 
 /** Marks a message seen after RETR (":2,S"), so an IMAP server on the same maildir agrees. Returns the new file name. */
@@ -327,10 +363,8 @@ export async function commitDeletions(
     await withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => {
       const cache = readPopcache(maildir);
       const keep: CacheEntry[] = [];
-      for (const e of cache.entries.values()) {
-        if (removed.has(e.name)) continue;
-        const fixed = corrections.get(e.name);
-        keep.push(fixed === undefined ? e : { ...e, octets: fixed });
+      for (const [name, octets] of cache.entries) {
+        if (!removed.has(name)) keep.push({ name, octets: corrections.get(name) ?? octets });
       }
       writePopcacheAtomic(maildir, keep);
     });
@@ -348,7 +382,7 @@ export interface RebuildResult {
 /** Counts every message of new/ and cur/ not yet in found, keyed by unique name. */
 function countUnknown(maildir: string, found: Map<string, Message>): void {
   for (const sub of ['cur', 'new'] as const) {
-    for (const file of listRegular(path.join(maildir, sub))) {
+    for (const file of regularFiles(path.join(maildir, sub))) {
       const p = parseName(file);
       if (found.has(p.unique)) continue;
       let c: { octets: number; mtimeMs: number };
@@ -359,7 +393,7 @@ function countUnknown(maildir: string, found: Map<string, Message>): void {
         throw err;
       }
       // file is only informative here: nothing is moved or served.
-      found.set(p.unique, { unique: p.unique, file, octets: c.octets, uidl: uidlOf(p.unique), time: p.time ?? Math.floor(c.mtimeMs * 1000) });
+      found.set(p.unique, { unique: p.unique, file, octets: c.octets, time: p.time ?? Math.floor(c.mtimeMs * 1000) });
     }
   }
 }
@@ -382,7 +416,7 @@ export async function rebuildPopcache(maildir: string, opts: { lockTimeoutMs?: n
     countUnknown(maildir, found);
     const old = readPopcache(maildir).entries;
     const messages = [...found.values()].sort(compareMessages);
-    const fixed = messages.filter((m) => old.get(m.unique)?.octets !== m.octets).length;
+    const fixed = messages.filter((m) => old.get(m.unique) !== m.octets).length;
     writePopcacheAtomic(maildir, messages.map(toEntry));
     return { messages: messages.length, fixed };
   });

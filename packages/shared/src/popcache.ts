@@ -14,84 +14,165 @@ export const POPCACHE = 'popcache';
 export interface CacheEntry {
   name: string;
   octets: number;
-  uidl: string;
 }
 
+/** The UIDL of a unique name; popcache's third field holds it for the C original, popd derives it from the name. */
 export function uidlOf(name: string): string {
-  // One-shot crypto.hash: about twice as fast as createHash, and a login checks every popcache line with it.
+  // One-shot crypto.hash: about twice as fast as createHash.
   return crypto.hash('sha256', name, 'hex');
 }
 
 export function entryLine(e: CacheEntry): string {
-  return `${e.name} ${e.octets} ${e.uidl}\n`;
+  return `${e.name} ${e.octets} ${uidlOf(e.name)}\n`;
 }
 
 export interface ParsedCache {
-  /** Valid entries by unique name; a later line for the same name wins. */
-  entries: Map<string, CacheEntry>;
-  /** Lines that were skipped (corrupt, truncated, wrong uidl, duplicate). */
+  /** Wire octets by unique name, from the valid lines; a later line for the same name wins. */
+  entries: Map<string, number>;
+  /** Lines that were skipped (corrupt, truncated, duplicate). */
   bad: number;
 }
 
 const UIDL_LENGTH = 64;
 const MAX_OCTETS_DIGITS = 15;
+/** Longer than any valid line (a 255-octet name, 15 digits, a 64-digit uidl, two spaces): a longer one is corrupt. */
+const MAX_LINE = 512;
+const EMPTY = Buffer.alloc(0);
 
-/** The octets field text[from, to) as a number: decimal, no sign, no leading zero, at most 15 digits; else -1. */
-function octetsIn(text: string, from: number, to: number): number {
+/** The octets field b[from, to): decimal, no sign, no leading zero, at most 15 digits; else -1. */
+function octetsIn(b: Buffer, from: number, to: number): number {
   const n = to - from;
-  if (n < 1 || n > MAX_OCTETS_DIGITS || (n > 1 && text.charCodeAt(from) === 0x30)) return -1;
+  if (n < 1 || n > MAX_OCTETS_DIGITS || (n > 1 && b[from] === 0x30)) return -1;
+  let v = 0;
   for (let i = from; i < to; i++) {
-    const c = text.charCodeAt(i);
+    const c = b[i];
     if (c < 0x30 || c > 0x39) return -1;
+    v = v * 10 + (c - 0x30);
   }
-  return Number(text.slice(from, to));
+  return v;
 }
 
-/** The entry in text[start, end) (a line without its "\n"), or null when the line is not one. */
-function entryIn(text: string, start: number, end: number): CacheEntry | null {
-  // "name SP octets SP uidl": the name has no space; the uidl is the last 64 characters.
-  const sp1 = text.indexOf(' ', start);
-  const sp2 = end - UIDL_LENGTH - 1;
-  if (sp1 <= start || sp2 <= sp1 || text.charCodeAt(sp2) !== 0x20) return null;
-  const octets = octetsIn(text, sp1 + 1, sp2);
-  if (octets < 0) return null;
-  const name = text.slice(start, sp1);
-  if (!isSafeName(name) || name.includes(':')) return null;
-  // The hash check also proves the field is 64 lowercase hex digits.
-  const uidl = uidlOf(name);
-  if (text.slice(sp2 + 1, end) !== uidl) return null;
-  return { name, octets, uidl };
+/** Whether b[from, to) is lowercase hex digits. */
+function isLowerHex(b: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = b[i];
+    if ((c < 0x30 || c > 0x39) && (c < 0x61 || c > 0x66)) return false;
+  }
+  return true;
 }
 
-/** A scan rather than split and a regex per line: a login parses every line. */
-export function parsePopcache(text: string): ParsedCache {
-  const entries = new Map<string, CacheEntry>();
-  let bad = 0;
-  let start = 0;
-  for (let nl = text.indexOf('\n'); nl !== -1; start = nl + 1, nl = text.indexOf('\n', start)) {
-    const e = entryIn(text, start, nl);
-    if (e === null) {
-      bad++;
-      continue;
+/**
+ * Cuts data read in pieces of any size into lines (without their "\n"), so
+ * that a login never holds the whole file (15 MB for 100,000 messages) at
+ * once. A line longer than any valid one is reported as null.
+ */
+class LineSplitter {
+  /** The start of a line that the next piece continues. */
+  private tail = EMPTY;
+  /** Inside a line already too long to be valid: skipped up to its end. */
+  private skipping = false;
+
+  constructor(private readonly onLine: (b: Buffer | null, start: number, end: number) => void) {}
+
+  push(piece: Buffer): void {
+    const data = this.tail.length > 0 ? Buffer.concat([this.tail, piece]) : piece;
+    let start = 0;
+    for (let nl = data.indexOf(0x0a); nl !== -1; start = nl + 1, nl = data.indexOf(0x0a, start)) {
+      if (this.skipping) this.onLine(null, 0, 0);
+      else this.onLine(data, start, nl);
+      this.skipping = false;
     }
-    if (entries.has(e.name)) bad++;
-    entries.set(e.name, e);
+    this.skipping ||= data.length - start > MAX_LINE;
+    // A copy: the caller may reuse piece's memory.
+    this.tail = this.skipping ? EMPTY : Buffer.from(data.subarray(start));
   }
-  // The piece after the last "\n" is empty, or a truncated line: skip it.
-  if (start < text.length) bad++;
-  return { entries, bad };
+
+  /** Whether the data ended inside a line (a truncated last line). */
+  end(): boolean {
+    const cut = this.skipping || this.tail.length > 0;
+    this.tail = EMPTY;
+    this.skipping = false;
+    return cut;
+  }
 }
 
-export function serializePopcache(entries: Iterable<CacheEntry>): string {
+/** Whether b holds the characters of s (printable ASCII, as unique names are) from offset from on. */
+function holds(b: Buffer, from: number, s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (b[from + i] !== s.charCodeAt(i)) return false;
+  return true;
+}
+
+/** Where the line b[start, end) has its two spaces, or null when it does not have the form "name SP octets SP uidl". */
+function fieldsOf(b: Buffer, start: number, end: number): { sp1: number; sp2: number; octets: number } | null {
+  // The name has no space; the uidl is the last 64 characters.
+  let sp1 = start;
+  while (sp1 < end && b[sp1] !== 0x20) sp1++;
+  const sp2 = end - UIDL_LENGTH - 1;
+  if (sp1 <= start || sp2 <= sp1 || b[sp2] !== 0x20 || !isLowerHex(b, sp2 + 1, end)) return null;
+  const octets = octetsIn(b, sp1 + 1, sp2);
+  return octets < 0 ? null : { sp1, sp2, octets };
+}
+
+/**
+ * Parses popcache in pieces. The uidl is checked for its form only: hashing
+ * every name at each login would cost more than the rest of the parse, and
+ * UIDLs are computed from the name when a client asks for them.
+ */
+export class PopcacheParser {
+  private readonly entries = new Map<string, number>();
+  private bad = 0;
+  private readonly lines = new LineSplitter((b, start, end) => this.line(b, start, end));
+
+  push(piece: Buffer): void {
+    this.lines.push(piece);
+  }
+
+  /** The result; a last line without its "\n" is a truncated one, skipped. */
+  end(): ParsedCache {
+    if (this.lines.end()) this.bad++;
+    return { entries: this.entries, bad: this.bad };
+  }
+
+  private line(b: Buffer | null, start: number, end: number): void {
+    const f = b && fieldsOf(b, start, end);
+    const name = f ? b!.toString('latin1', start, f.sp1) : '';
+    if (!f || !isSafeName(name) || name.includes(':')) {
+      this.bad++;
+      return;
+    }
+    if (this.entries.has(name)) this.bad++;
+    this.entries.set(name, f.octets);
+  }
+}
+
+export function parsePopcache(data: Buffer): ParsedCache {
+  const p = new PopcacheParser();
+  p.push(data);
+  return p.end();
+}
+
+/** popcache's text in pieces of about 64 KB, so that a rewrite never builds the whole file in memory. */
+export function* popcacheText(entries: Iterable<CacheEntry>): Generator<string> {
   let s = '';
-  for (const e of entries) s += entryLine(e);
-  return s;
+  for (const e of entries) {
+    s += entryLine(e);
+    if (s.length >= 65536) {
+      yield s;
+      s = '';
+    }
+  }
+  if (s !== '') yield s;
 }
 
 /** Larger than any real popcache (about 150 bytes a message): treated as corrupt rather than read into memory. */
 export const MAX_POPCACHE_BYTES = 256 * 1024 * 1024;
 
-export function readPopcache(maildir: string): ParsedCache {
+/**
+ * Feeds popcache to read in pieces until it returns false. Returns false
+ * when there is no popcache, and null when the file is not one to read: a
+ * symlink, not a regular file, or larger than any real one.
+ */
+function readPieces(maildir: string, read: (piece: Buffer) => boolean): boolean | null {
   const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
   let fd: number;
   try {
@@ -99,17 +180,53 @@ export function readPopcache(maildir: string): ParsedCache {
     fd = fs.openSync(path.join(maildir, POPCACHE), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { entries: new Map(), bad: 0 };
-    if (code === 'ELOOP') return { entries: new Map(), bad: 1 };
+    if (code === 'ENOENT') return false;
+    if (code === 'ELOOP') return null;
     throw err;
   }
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES) return { entries: new Map(), bad: 1 };
-    return parsePopcache(fs.readFileSync(fd, 'latin1'));
+    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES) return null;
+    const piece = Buffer.allocUnsafe(256 * 1024);
+    for (let n; (n = fs.readSync(fd, piece, 0, piece.length, null)) > 0; ) if (!read(piece.subarray(0, n))) break;
+    return true;
   } finally {
     fs.closeSync(fd);
   }
+}
+
+export function readPopcache(maildir: string): ParsedCache {
+  const p = new PopcacheParser();
+  const found = readPieces(maildir, (piece) => {
+    p.push(piece);
+    return true;
+  });
+  if (found === null) return { entries: new Map(), bad: 1 };
+  return p.end();
+}
+
+/**
+ * Reads popcache expecting exactly one line for each of these names, in
+ * this order, with these octets where they are known (>= 0): the file as
+ * the last rewrite left it. Returns each line's octets, or null at the
+ * first difference, when the caller reconciles the long way and rewrites
+ * the file. A login with nothing new so needs no index of the file at all.
+ */
+export function readPopcacheInOrder(maildir: string, expected: readonly { unique: string; octets: number }[]): number[] | null {
+  const octets: number[] = [];
+  let same = true;
+  const lines = new LineSplitter((b, start, end) => {
+    if (!same) return;
+    const e = expected[octets.length];
+    const f = b && e ? fieldsOf(b, start, end) : null;
+    same = f !== null && f.sp1 - start === e.unique.length && (e.octets < 0 || e.octets === f.octets) && holds(b!, start, e.unique);
+    if (same) octets.push(f!.octets);
+  });
+  const found = readPieces(maildir, (piece) => {
+    lines.push(piece);
+    return same;
+  });
+  return found && same && !lines.end() && octets.length === expected.length ? octets : null;
 }
 
 // O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO planted in the maildir must neither redirect a write nor hang it.
@@ -120,7 +237,10 @@ export function writePopcacheAtomic(maildir: string, entries: Iterable<CacheEntr
   const tmp = path.join(maildir, `${POPCACHE}.tmp.${process.pid}`);
   const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, 0o600);
   try {
-    fs.writeSync(fd, serializePopcache(entries), null, 'latin1');
+    for (const text of popcacheText(entries)) {
+      const b = Buffer.from(text, 'latin1');
+      for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off);
+    }
     fs.fsyncSync(fd);
   } catch (err) {
     fs.closeSync(fd);

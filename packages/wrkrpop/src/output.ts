@@ -36,6 +36,8 @@ function waitDrain(io: Duplex): Promise<void> {
 
 export class Output {
   private gathered: Buffer[] = [];
+  /** Lines not yet in gathered: a listing of 100,000 lines becomes a few Buffers, not one each. */
+  private text = '';
   private gatheredLen = 0;
   /** Octets handed to the stream. */
   sent = 0;
@@ -48,15 +50,21 @@ export class Output {
 
   /** One line of an answer; CRLF is added. */
   async line(text: string): Promise<void> {
-    const b = Buffer.from(text + '\r\n', 'latin1');
-    this.gathered.push(b);
-    this.gatheredLen += b.length;
+    this.text += text + '\r\n';
+    this.gatheredLen += text.length + 2;
     if (this.gatheredLen >= GATHER) await this.flush();
+  }
+
+  private gatherText(): void {
+    if (this.text === '') return;
+    this.gathered.push(Buffer.from(this.text, 'latin1'));
+    this.text = '';
   }
 
   /** A chunk of message data. */
   async data(buf: Buffer): Promise<void> {
     if (buf.length === 0) return;
+    this.gatherText();
     if (buf.length < GATHER) {
       this.gathered.push(buf);
       this.gatheredLen += buf.length;
@@ -69,6 +77,7 @@ export class Output {
 
   async flush(): Promise<void> {
     if (this.gatheredLen === 0) return;
+    this.gatherText();
     const b = this.gathered.length === 1 ? this.gathered[0] : Buffer.concat(this.gathered, this.gatheredLen);
     this.gathered = [];
     this.gatheredLen = 0;

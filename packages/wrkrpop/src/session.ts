@@ -6,7 +6,8 @@
  */
 import fs from 'node:fs';
 import { Duplex } from 'node:stream';
-import { markSeen } from '@popd/shared/maildir';
+import { Message, markSeen } from '@popd/shared/maildir';
+import { uidlOf } from '@popd/shared/popcache';
 import { errnoCode } from '@popd/shared/fsutil';
 import { Logger } from '@popd/shared/log';
 import { CAPABILITIES } from './capa';
@@ -121,7 +122,7 @@ export class Session {
       }
       case 'LIST':
       case 'UIDL': {
-        const field = cmd.kind === 'LIST' ? (m: { octets: number }) => m.octets : (m: { uidl: string }) => m.uidl;
+        const field = cmd.kind === 'LIST' ? (m: Message) => m.octets : (m: Message) => uidlOf(m.unique);
         if (cmd.msg !== null) {
           const m = box.lookup(cmd.msg);
           await out.line(typeof m === 'string' ? `-ERR ${m}` : `+OK ${cmd.msg} ${field(m)}`);
