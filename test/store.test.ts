@@ -149,7 +149,7 @@ test('corrupt popcache reconciles to exactly the files in cur/ (garbage, truncat
     `${n(0, bodies[0])} 5 ${sha256(n(0, bodies[0]))}`,
     `${n(0, bodies[0])} 5 ${sha256(n(0, bodies[0]))}`, // duplicate
     '\0\xff garbage \x01',
-    `${n(1, bodies[1])} 5 ${sha256('wrong')}`, // another hash: UIDLs come from the name, the line counts
+    `${n(1, bodies[1])} 5 ${sha256('wrong')}`, // wrong uidl
     `${gone} 6 ${sha256(gone)}`, // entry for a missing file
     '',
     `${n(2, bodies[2])} 7 ${sha256(n(2, bodies[2]))}`,
@@ -207,6 +207,7 @@ test('popcache is left alone only when it holds exactly the messages of cur/, in
     ['a duplicate line', canonical + lines[4] + '\n'],
     ['octets off by one', canonical.replace(/ (\d+) /, (_, o: string) => ` ${Number(o) + 1} `)],
     ['a name longer by one character', canonical.replace(' ', 'x ')],
+    ["another name's uidl", canonical.replace(/[0-9a-f]{64}\n/, `${sha256('other')}\n`)],
     ['a corrupt uidl', canonical.replace(/[0-9a-f]{64}\n/, `${'G'.repeat(64)}\n`)],
     ['empty', ''],
   ];
@@ -217,6 +218,21 @@ test('popcache is left alone only when it holds exactly the messages of cur/, in
     assert.deepEqual(box.messages, first.messages, what);
     assert.equal(fs.readFileSync(path.join(md, 'popcache'), 'latin1'), canonical, what);
     assert.equal((await openMailbox(md)).rewritten, false, `${what}: then left alone`);
+  }
+});
+
+test('a W= that lies: popcache holds the counted size, which is kept; the file is counted at each login', async () => {
+  const md = path.join(scratchDir(), 'Maildir');
+  fs.mkdirSync(md);
+  for (const d of ['cur', 'new', 'tmp']) fs.mkdirSync(path.join(md, d));
+  const unique = '1700000000.M1P1R1.h,S=6,W=99';
+  put(md, `${unique}:2,`, 'abc\nd\n');
+  fs.writeFileSync(path.join(md, 'popcache'), `${unique} 8 ${sha256(unique)}\n`);
+  for (let i = 0; i < 2; i++) {
+    const box = await openMailbox(md);
+    assert.deepEqual(box.messages.map((m) => m.octets), [8]);
+    assert.equal(box.counted, 1);
+    assert.equal(box.rewritten, false, `login ${i + 1}`);
   }
 });
 
@@ -337,6 +353,9 @@ test('unreadable file without W= is skipped, not fatal', { skip: isRoot && 'root
     box.messages.map((m) => m.unique),
     [ok.name],
   );
+  const again = await openMailbox(md);
+  assert.deepEqual(again.messages, box.messages);
+  assert.equal(again.rewritten, false, 'popcache is rewritten once, not at every login');
 });
 
 /** Holds an exclusive flock in another process (util-linux flock(1)) until released. */

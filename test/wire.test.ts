@@ -111,7 +111,7 @@ test('unique names: hostname escaping keeps names safe; parseName reads flags an
   for (const bad of ['', '.hidden', 'a/b', 'a b', 'x'.repeat(256), 'tab\t', 'ü']) assert.ok(!isSafeName(bad), JSON.stringify(bad));
 });
 
-test('popcache format: C-compatible lines; corrupt, truncated and duplicate lines are counted and skipped; the uidl field is checked for form', () => {
+test('popcache format: C-compatible lines; corrupt, truncated, wrong-uidl and duplicate lines are counted and skipped', () => {
   const a = '1700000000.M1P1R1.h,S=3,W=5';
   const b = '1700000001.M1P1R1.h,S=9,W=9';
   assert.equal(uidlOf(a), sha256(a));
@@ -138,8 +138,7 @@ test('popcache format: C-compatible lines; corrupt, truncated and duplicate line
   const r = parsePopcache(Buffer.from(corrupt, 'latin1'));
   assert.deepEqual([...r.entries], [[a, 7]]);
   assert.equal(r.bad, 9);
-  // UIDLs come from the name: a line whose third field is another name's hash still indexes its own name.
-  assert.deepEqual(parsePopcache(Buffer.from(`${b} 9 ${sha256(a)}\n`)), { entries: new Map([[b, 9]]), bad: 0 });
+  assert.deepEqual(parsePopcache(Buffer.from(`${b} 9 ${sha256(a)}\n`)), { entries: new Map(), bad: 1 }, 'wrong uidl');
 });
 
 /** A deterministic stream of strings over an alphabet that hits every branch of the name and line scanners. */
@@ -175,7 +174,7 @@ test('parsePopcache agrees with the regular-expression definition of a line', ()
     let bad = lines[lines.length - 1] === '' ? 0 : 1;
     for (const line of lines.slice(0, -1)) {
       const m = /^(\S+) (0|[1-9]\d{0,14}) ([0-9a-f]{64})$/.exec(line);
-      if (!m || !isSafeName(m[1]) || m[1].includes(':')) {
+      if (!m || !isSafeName(m[1]) || m[1].includes(':') || sha256(m[1]) !== m[3]) {
         bad++;
         continue;
       }

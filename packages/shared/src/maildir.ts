@@ -242,8 +242,8 @@ function moveNewToCur(maildir: string): number {
 /**
  * Opens a mailbox for a session (the caller holds the maildrop lock): moves
  * new/ into cur/, reconciles popcache with cur/, and rewrites it unless it
- * already held exactly cur/'s messages in order. A corrupt popcache is
- * rebuilt, never fatal.
+ * already holds exactly the messages served, in order. A corrupt popcache
+ * is rebuilt, never fatal.
  */
 export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: number; now?: number } = {}): Promise<MailboxIndex> {
   return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now()));
@@ -257,14 +257,14 @@ function indexMailbox(maildir: string, now: number): MailboxIndex {
   removeStaleTmp(maildir, now);
   const moved = moveNewToCur(maildir);
   const messages = listCur(maildir);
-  // Also current after new mail when popmda appended its lines (in delivery order, as usual).
+  // Also in order after new mail when popmda appended its lines (in delivery order, as usual).
   const inOrder = readPopcacheInOrder(maildir, messages);
-  const cache = inOrder ? null : readPopcache(maildir).entries;
+  const cache = inOrder ? null : readPopcache(maildir);
   let counted = 0;
   let kept = 0;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i];
-    const cached = inOrder ? inOrder[i] : cache!.get(m.unique);
+    const cached = inOrder ? inOrder[i] : cache!.entries.get(m.unique);
     // When the cache and the name's W= disagree, one was tampered with: count the file itself.
     if (cached !== undefined) m.octets = m.octets === UNKNOWN || m.octets === cached ? cached : UNKNOWN;
     if (m.octets === UNKNOWN) {
@@ -279,8 +279,20 @@ function indexMailbox(maildir: string, now: number): MailboxIndex {
     messages[kept++] = m;
   }
   messages.length = kept;
-  if (!inOrder) writePopcacheAtomic(maildir, messages.map(toEntry));
-  return { messages, moved, counted, rewritten: !inOrder };
+  const current = inOrder ? kept === inOrder.length && messages.every((m, i) => m.octets === inOrder[i]) : cache!.bad === 0 && sameEntries(cache!.entries, messages);
+  if (!current) writePopcacheAtomic(maildir, messages.map(toEntry));
+  return { messages, moved, counted, rewritten: !current };
+}
+
+/** Whether popcache's entries, in file order, are these messages with these octets: what a rewrite would write. */
+function sameEntries(entries: Map<string, number>, messages: Message[]): boolean {
+  if (entries.size !== messages.length) return false;
+  let i = 0;
+  for (const [name, octets] of entries) {
+    const m = messages[i++];
+    if (m.unique !== name || m.octets !== octets) return false;
+  }
+  return true;
 }
 
 /** cur/'s messages in delivery order, one per unique name, with the octets of W= (else UNKNOWN). */

@@ -52,15 +52,6 @@ function octetsIn(b: Buffer, from: number, to: number): number {
   return v;
 }
 
-/** Whether b[from, to) is lowercase hex digits. */
-function isLowerHex(b: Buffer, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) {
-    const c = b[i];
-    if ((c < 0x30 || c > 0x39) && (c < 0x61 || c > 0x66)) return false;
-  }
-  return true;
-}
-
 /**
  * Cuts data read in pieces of any size into lines (without their "\n"), so
  * that a login never holds the whole file (15 MB for 100,000 messages) at
@@ -96,28 +87,28 @@ class LineSplitter {
   }
 }
 
-/** Whether b holds the characters of s (printable ASCII, as unique names are) from offset from on. */
+/** Whether b holds the characters of s (printable ASCII, as unique names and UIDLs are) from offset from on. */
 function holds(b: Buffer, from: number, s: string): boolean {
   for (let i = 0; i < s.length; i++) if (b[from + i] !== s.charCodeAt(i)) return false;
   return true;
 }
 
-/** Where the line b[start, end) has its two spaces, or null when it does not have the form "name SP octets SP uidl". */
+/**
+ * Where the line b[start, end) has its two spaces, or null when it does not
+ * have the form "name SP octets SP uidl"; whether the uidl is the name's is
+ * for the caller to check.
+ */
 function fieldsOf(b: Buffer, start: number, end: number): { sp1: number; sp2: number; octets: number } | null {
   // The name has no space; the uidl is the last 64 characters.
   let sp1 = start;
   while (sp1 < end && b[sp1] !== 0x20) sp1++;
   const sp2 = end - UIDL_LENGTH - 1;
-  if (sp1 <= start || sp2 <= sp1 || b[sp2] !== 0x20 || !isLowerHex(b, sp2 + 1, end)) return null;
+  if (sp1 <= start || sp2 <= sp1 || b[sp2] !== 0x20) return null;
   const octets = octetsIn(b, sp1 + 1, sp2);
   return octets < 0 ? null : { sp1, sp2, octets };
 }
 
-/**
- * Parses popcache in pieces. The uidl is checked for its form only: hashing
- * every name at each login would cost more than the rest of the parse, and
- * UIDLs are computed from the name when a client asks for them.
- */
+/** Parses popcache in pieces. */
 export class PopcacheParser {
   private readonly entries = new Map<string, number>();
   private bad = 0;
@@ -136,7 +127,8 @@ export class PopcacheParser {
   private line(b: Buffer | null, start: number, end: number): void {
     const f = b && fieldsOf(b, start, end);
     const name = f ? b!.toString('latin1', start, f.sp1) : '';
-    if (!f || !isSafeName(name) || name.includes(':')) {
+    // The uidl check also proves the field is 64 lowercase hex digits: the C original serves it as the UIDL.
+    if (!f || !isSafeName(name) || name.includes(':') || !holds(b!, f.sp2 + 1, uidlOf(name))) {
       this.bad++;
       return;
     }
@@ -188,7 +180,10 @@ function readPieces(maildir: string, read: (piece: Buffer) => boolean): boolean 
     const st = fs.fstatSync(fd);
     if (!st.isFile() || st.size > MAX_POPCACHE_BYTES) return null;
     const piece = Buffer.allocUnsafe(256 * 1024);
-    for (let n; (n = fs.readSync(fd, piece, 0, piece.length, null)) > 0; ) if (!read(piece.subarray(0, n))) break;
+    // No further than the size seen: a file its owner keeps appending to must not keep a login reading.
+    for (let left = st.size, n; left > 0 && (n = fs.readSync(fd, piece, 0, Math.min(piece.length, left), null)) > 0; left -= n) {
+      if (!read(piece.subarray(0, n))) break;
+    }
     return true;
   } finally {
     fs.closeSync(fd);
@@ -206,20 +201,20 @@ export function readPopcache(maildir: string): ParsedCache {
 }
 
 /**
- * Reads popcache expecting exactly one line for each of these names, in
- * this order, with these octets where they are known (>= 0): the file as
- * the last rewrite left it. Returns each line's octets, or null at the
- * first difference, when the caller reconciles the long way and rewrites
- * the file. A login with nothing new so needs no index of the file at all.
+ * Reads popcache expecting exactly one valid line for each of these unique
+ * names, in this order: the file as the last rewrite left it. Returns each
+ * line's octets, or null at the first difference, when the caller builds
+ * an index of the file the long way (readPopcache). A login with nothing
+ * new, or only what popmda appended, so needs no index of the file.
  */
-export function readPopcacheInOrder(maildir: string, expected: readonly { unique: string; octets: number }[]): number[] | null {
+export function readPopcacheInOrder(maildir: string, expected: readonly { unique: string }[]): number[] | null {
   const octets: number[] = [];
   let same = true;
   const lines = new LineSplitter((b, start, end) => {
     if (!same) return;
     const e = expected[octets.length];
     const f = b && e ? fieldsOf(b, start, end) : null;
-    same = f !== null && f.sp1 - start === e.unique.length && (e.octets < 0 || e.octets === f.octets) && holds(b!, start, e.unique);
+    same = f !== null && f.sp1 - start === e.unique.length && holds(b!, start, e.unique) && holds(b!, f.sp2 + 1, uidlOf(e.unique));
     if (same) octets.push(f!.octets);
   });
   const found = readPieces(maildir, (piece) => {
