@@ -274,6 +274,23 @@ test('a maildir that cannot be created exits 73', async () => {
   assert.deepEqual(fs.readdirSync(ro), []);
 });
 
+test('an existing maildir this user cannot enter, or one behind a directory it cannot search, is temporary (75), not a bounce', async () => {
+  const dir = scratchDir();
+  if (isRoot) fs.chownSync(dir, MAILUSER.uid, MAILUSER.gid);
+  // The maildir and its subdirectories exist, but mode 0 keeps the delivery user out.
+  const md = mailUserMaildir(path.join(dir, 'Maildir'));
+  fs.chmodSync(md, 0);
+  assertFails(await popmda(['-m', md], { input: 'x\n' }), 75, /^popmda: cannot set up maildir .*\/Maildir, will retry: EACCES$/);
+  fs.chmodSync(md, 0o700);
+  const home = path.join(dir, 'home');
+  mailUserMaildir(path.join(home, 'Maildir'));
+  fs.chmodSync(home, 0o600);
+  if (isRoot) fs.chownSync(home, 0, 0);
+  assertFails(await popmda(['-m', path.join(home, 'Maildir')], { input: 'x\n' }), 75, /will retry: EACCES$/);
+  fs.chmodSync(home, 0o700);
+  assert.deepEqual(ls(md, 'new'), []);
+});
+
 test('permission problems inside an existing maildir are temporary (75), never a bounce, and leave nothing behind', async () => {
   const md = mailUserMaildir(path.join(scratchDir(), 'Maildir'));
   assert.equal((await popmda(['-m', md], { input: 'first\n' })).status, 0);

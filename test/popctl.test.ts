@@ -316,6 +316,66 @@ test('import resumes a crash before the delivery of a message identical to one a
   assert.deepEqual(contents(target), [same.toString(), same.toString()]);
 });
 
+test('import resumes without taking another delivery of the same content for the message it was interrupted on', async () => {
+  const dir = tmpdir();
+  const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
+  const x = Buffer.from('Subject: x\n\nsame text\n');
+  assert.equal((await run(BIN.popmda, ['-m', target], { input: x })).status, 0, 'popmda delivered it earlier');
+  const mbox = path.join(dir, 'mbox');
+  fs.writeFileSync(mbox, mboxrd([x]));
+  // The import records that it is about to deliver x, then the delivery fails.
+  fs.chmodSync(path.join(target, 'tmp'), 0o500);
+  assert.notEqual((await popctl(['import', 'mbox', mbox, target])).status, 0);
+  fs.chmodSync(path.join(target, 'tmp'), 0o700);
+  const r = await popctl(['import', 'mbox', mbox, target]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout.toString(), /imported 1 messages .*; 0 already imported/);
+  assert.deepEqual(contents(target), [x.toString(), x.toString()]);
+});
+
+test('two imports of one source into one maildir at once: one runs, the other exits 75, nothing twice', async () => {
+  const dir = tmpdir();
+  const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
+  const msgs = Array.from({ length: 1500 }, (_, i) => Buffer.from(`Subject: ${i}\n\nbody ${i}\n`));
+  const mbox = path.join(dir, 'mbox');
+  fs.writeFileSync(mbox, mboxrd(msgs));
+  const both = await Promise.all([popctl(['import', 'mbox', mbox, target]), popctl(['import', 'mbox', mbox, target])]);
+  assert.deepEqual(both.map((r) => r.status).sort(), [0, 75], both.map((r) => r.stderr).join(''));
+  assert.match(both.find((r) => r.status === 75)!.stderr, /already running/);
+  assert.equal(contents(target).length, msgs.length);
+});
+
+test('import of an mbox locked by a delivery (flock) exits 75 and imports nothing until it is released', async () => {
+  const dir = tmpdir();
+  const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
+  const mbox = path.join(dir, 'mbox');
+  fs.writeFileSync(mbox, mboxrd(SAMPLES));
+  const holder = spawn('flock', ['-x', mbox, 'sh', '-c', 'echo held; exec cat'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const released = new Promise((r) => holder.on('exit', r));
+  await new Promise((r) => holder.stdout.once('data', r));
+  const locked = await popctl(['import', 'mbox', mbox, target]);
+  assert.equal(locked.status, 75);
+  assert.match(locked.stderr, /locked by a delivery/);
+  assert.deepEqual(contents(target), []);
+  holder.stdin.end();
+  await released;
+  assert.equal((await popctl(['import', 'mbox', mbox, target])).status, 0);
+  assert.equal(contents(target).length, SAMPLES.length);
+});
+
+test('as root, import reads an mbox in a directory only root can enter (it is opened before the switch to the mail user)', { skip: !isRoot && 'needs root' }, async () => {
+  const dir = tmpdir();
+  const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
+  const rootOnly = path.join(dir, 'rootonly');
+  fs.mkdirSync(rootOnly, { mode: 0o700 });
+  const mbox = path.join(rootOnly, 'alice');
+  fs.writeFileSync(mbox, mboxrd(SAMPLES), { mode: 0o600 });
+  const r = await popctl(['import', 'mbox', mbox, target], { asRoot: true });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(contents(target).length, SAMPLES.length);
+  assert.match((await popctl(['import', 'mbox', mbox, target], { asRoot: true })).stdout.toString(), /imported 0 messages .*already imported/);
+});
+
 test('import maildir: byte-exact in delivery order, never follows symlinks', async () => {
   const { dir: src, files } = foreignMaildir();
   const target = path.join(tmpdir(), 'Maildir');

@@ -44,7 +44,10 @@ test('usertab: uid:gid:maildir, -e subdir, and what is refused', () => {
 test('-e subdir must be relative and stay inside', () => {
   assert.equal(checkSubdir('Maildir'), null);
   assert.equal(checkSubdir('mail/inbox'), null);
-  for (const bad of ['/abs', '../up', 'a/../../b', '']) assert.notEqual(checkSubdir(bad), null, bad);
+  assert.equal(checkSubdir('Maildir/'), null);
+  for (const bad of ['/abs', '../up', 'a/../../b', '', '/', './Maildir', 'a//b', 'a/./b']) assert.match(checkSubdir(bad) ?? '', /must be a relative path such as Maildir/, bad);
+  // A trailing "/" does not end up in the maildir path.
+  assert.equal(parseUsertab('alice 1000:1000:/m/alice\n', 'usertab', 'Maildir/').value.get('alice')?.maildir, '/m/alice/Maildir');
 });
 
 test('loadTables cross-checks the two files and reports unreadable ones', () => {

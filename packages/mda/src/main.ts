@@ -94,6 +94,15 @@ function findMaildir(opts: Options, user: string | undefined): string {
   return info.maildir;
 }
 
+/** Whether path is certainly no maildir: nothing there, or something other than a directory in the way. */
+function noMaildirAt(p: string): boolean {
+  try {
+    return !fs.statSync(p).isDirectory();
+  } catch (err) {
+    return ['ENOENT', 'ENOTDIR'].includes(errnoCode(err));
+  }
+}
+
 async function main(): Promise<number> {
   const { opts, user } = parseArgs(process.argv);
   if (process.getuid!() === 0) throw new Failure(EX_TEMPFAIL, 'refusing to run as root: run as the recipient (smtpd.conf userbase)');
@@ -111,17 +120,17 @@ async function main(): Promise<number> {
       interrupted.abort();
     });
   }
-  // Only a maildir that cannot be created bounces (73). Anything later, such as
-  // a tmp/ or popcache.lock with wrong permissions, is for the operator to fix
-  // while the mail waits in the queue (75).
+  // Only a maildir that does not exist and cannot be created bounces (73). An
+  // existing one with wrong permissions, or one behind a directory this user
+  // cannot search, is for the operator to fix while the mail waits (75).
   try {
     ensureMaildir(maildir);
   } catch (err) {
     const code = errnoCode(err);
-    if (!isTransient(err) && ['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS', 'ELOOP', 'ENAMETOOLONG'].includes(code)) {
+    if (!isTransient(err) && ['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS', 'ELOOP', 'ENAMETOOLONG'].includes(code) && noMaildirAt(maildir)) {
       throw new Failure(EX_CANTCREAT, `cannot create maildir ${maildir}: ${code}`);
     }
-    throw new Failure(EX_TEMPFAIL, `cannot create maildir ${maildir}, will retry: ${code}`);
+    throw new Failure(EX_TEMPFAIL, `cannot set up maildir ${maildir}, will retry: ${code}`);
   }
   let result;
   try {

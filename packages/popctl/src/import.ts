@@ -7,10 +7,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { deliver } from '@popd/shared/maildir';
-import { isSafeName, parseName } from '@popd/shared/uniquename';
-import { EX_DATAERR, EX_NOINPUT } from '@popd/shared/sysexits';
+import { tryLock, tryShareLock } from '@popd/shared/lock';
+import { isSafeName, newBaseName, parseName } from '@popd/shared/uniquename';
+import { EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL } from '@popd/shared/sysexits';
 import { mboxMessages, NotMbox } from './mbox';
-import { findUnrecorded, hashOf, readState, StateWriter, stateFile } from './importstate';
+import { findDelivered, hashOf, readState, StateWriter, stateFile } from './importstate';
 import { becomeOwnerOf } from './owner';
 import { Failure } from './failure';
 import { Progress } from './progress';
@@ -75,7 +76,12 @@ function maildirSource(dir: string): Source {
   return { totalBytes: files.reduce((s, f) => s + f.size, 0), messages: read() };
 }
 
-/** An mbox opened now (before any privilege change), read as it is consumed. */
+/**
+ * An mbox opened now (before any privilege change), read as it is consumed,
+ * up to the size it had: mail appended meanwhile waits for the next run.
+ * A shared lock keeps out a delivery agent that locks the mbox with flock(2)
+ * (BSD mail.local); one that does not should be stopped during the import.
+ */
 function mboxSource(file: string): Source {
   let fd: number;
   try {
@@ -85,7 +91,8 @@ function mboxSource(file: string): Source {
   }
   const st = fs.fstatSync(fd);
   if (!st.isFile()) throw new Failure(EX_NOINPUT, `${file}: not a regular file`);
-  const stream = fs.createReadStream('', { fd, highWaterMark: 1 << 20 });
+  if (!tryShareLock(fd)) throw new Failure(EX_TEMPFAIL, `${file}: locked by a delivery, try again later`);
+  const stream = st.size === 0 ? Readable.from([]) : fs.createReadStream('', { fd, start: 0, end: st.size - 1, highWaterMark: 1 << 20 });
   return { totalBytes: st.size, messages: mboxMessages(stream) };
 }
 
@@ -93,14 +100,17 @@ export async function importMail(kind: SourceKind, source: string, maildir: stri
   if (!fs.existsSync(source)) throw new Failure(EX_NOINPUT, `${source}: no such file or directory`);
   if (path.resolve(source) === path.resolve(maildir)) throw new Failure(EX_DATAERR, 'source and target are the same maildir');
   const src = kind === 'mbox' ? mboxSource(source) : null;
+  const sfile = stateFile(maildir, kind, source);
   becomeOwnerOf(maildir);
   const { totalBytes, messages } = src ?? maildirSource(source);
   fs.mkdirSync(maildir, { recursive: true, mode: 0o700 });
-  const sfile = stateFile(maildir, kind, source);
+  // Two imports of one source into one maildir would each deliver everything.
+  const running = tryLock(sfile);
+  if (!running) throw new Failure(EX_TEMPFAIL, `an import from ${source} into ${maildir} is already running`);
   const state = readState(sfile);
   const writer = new StateWriter(sfile);
   if (state.pending) {
-    const name = findUnrecorded(maildir, state.pending, state.names);
+    const name = findDelivered(maildir, state.pending.base);
     if (name !== null) {
       state.done.set(state.pending.hash, (state.done.get(state.pending.hash) ?? 0) + 1);
       writer.write(`d ${state.pending.hash} ${name}`);
@@ -117,8 +127,9 @@ export async function importMail(kind: SourceKind, source: string, maildir: stri
       if (n <= (state.done.get(hash) ?? 0)) {
         sum.skipped++;
       } else {
-        writer.write(`b ${hash} ${m.data.length}`);
-        const { name } = await deliver(maildir, Readable.from([m.data]));
+        const base = newBaseName();
+        writer.write(`b ${hash} ${base}`);
+        const { name } = await deliver(maildir, Readable.from([m.data]), { base });
         writer.write(`d ${hash} ${parseName(name).unique}`);
         sum.imported++;
         sum.bytes += m.data.length;
@@ -130,6 +141,7 @@ export async function importMail(kind: SourceKind, source: string, maildir: stri
     throw err;
   } finally {
     writer.close();
+    running.release();
     if (progress) {
       progress.update(totalBytes, sum.imported + sum.skipped, true);
       progress.end();

@@ -1,11 +1,12 @@
 /**
- * Cross-process locks on lock files inside a maildir, with flock(2) from
- * fs-ext: Node has no flock, and flock locks vanish with the process that
- * held them, so a killed worker or delivery agent never leaves a stale lock.
+ * Cross-process locks with flock(2) from fs-ext: Node has no flock, and
+ * flock locks vanish with the process that held them, so a killed worker or
+ * delivery agent never leaves a stale lock.
  *
- * Two locks, so that a delivery never waits for a POP session:
+ * Two lock files in a maildir, so that a delivery never waits for a POP session:
  *  - popcache.lock: short, around every popcache read-modify-write;
  *  - maildrop.lock: held by wrkrpop for a whole session.
+ * popctl import also locks its record file, and shares a lock on an mbox.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,6 +26,8 @@ export class Lock {
   }
 }
 
+const isBusy = (err: unknown): boolean => ['EWOULDBLOCK', 'EAGAIN'].includes((err as NodeJS.ErrnoException).code ?? '');
+
 function openLockFile(file: string): number {
   const { O_RDWR, O_CREAT, O_NOFOLLOW, O_CLOEXEC } = fs.constants as typeof fs.constants & { O_CLOEXEC?: number };
   return fs.openSync(file, O_RDWR | O_CREAT | O_NOFOLLOW | (O_CLOEXEC ?? 0), 0o600);
@@ -38,7 +41,22 @@ export function tryLock(file: string): Lock | null {
     return new Lock(fd);
   } catch (err) {
     fs.closeSync(fd);
-    if ((err as NodeJS.ErrnoException).code === 'EWOULDBLOCK' || (err as NodeJS.ErrnoException).code === 'EAGAIN') return null;
+    if (isBusy(err)) return null;
+    throw err;
+  }
+}
+
+/**
+ * Takes a shared flock on an open file now; false while another process
+ * holds an exclusive one (BSD mail.local does while it appends to an mbox).
+ * It lasts until fd is closed.
+ */
+export function tryShareLock(fd: number): boolean {
+  try {
+    flockSync(fd, 'shnb');
+    return true;
+  } catch (err) {
+    if (isBusy(err)) return false;
     throw err;
   }
 }

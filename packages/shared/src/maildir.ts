@@ -50,16 +50,19 @@ export interface Delivered {
   indexError?: unknown;
 }
 
-/** Creates tmp/NAME exclusively, retrying with a fresh name on the (unlikely) collision. */
-async function createTmp(maildir: string): Promise<{ base: string; tmpPath: string; fh: fs.promises.FileHandle }> {
+/**
+ * Creates tmp/NAME exclusively, retrying with a fresh name on the (unlikely)
+ * collision; a name the caller chose is tried once.
+ */
+async function createTmp(maildir: string, chosen?: string): Promise<{ base: string; tmpPath: string; fh: fs.promises.FileHandle }> {
   const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
   for (let attempt = 0; ; attempt++) {
-    const base = newBaseName();
+    const base = chosen ?? newBaseName();
     const tmpPath = path.join(maildir, 'tmp', base);
     try {
       return { base, tmpPath, fh: await fs.promises.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600) };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || chosen !== undefined || attempt >= 5) throw err;
     }
   }
 }
@@ -78,12 +81,13 @@ async function createTmp(maildir: string): Promise<{ base: string; tmpPath: stri
 export async function deliver(
   maildir: string,
   input: Readable | AsyncIterable<Buffer>,
-  opts: { prefix?: Buffer; lockTimeoutMs?: number; signal?: AbortSignal } = {},
+  /** base: the name to deliver under (from newBaseName), for a caller that must find the message after a crash. */
+  opts: { prefix?: Buffer; lockTimeoutMs?: number; signal?: AbortSignal; base?: string } = {},
 ): Promise<Delivered> {
   ensureMaildir(maildir);
   // An abort (popmda on SIGTERM) destroys the input, so that a read waiting for data ends too.
   if (opts.signal && input instanceof Readable) addAbortSignal(opts.signal, input);
-  const { base, tmpPath, fh } = await createTmp(maildir);
+  const { base, tmpPath, fh } = await createTmp(maildir, opts.base);
   const wire = new WireSize();
   let size = 0;
   let newPath = '';

@@ -89,10 +89,11 @@ export function parseAuthtab(text: string, file: string): TableResult<Map<string
   return { value: auth, problems };
 }
 
-/** A subdirectory given with -e: relative, normalized, no "..". */
+/** A subdirectory given with -e: relative, without ".", ".." or empty parts (a trailing "/" is fine). */
 export function checkSubdir(subdir: string): string | null {
-  if (subdir === '' || path.isAbsolute(subdir) || path.posix.normalize(subdir) !== subdir.replace(/\/+$/, '') || subdir.split('/').includes('..')) {
-    return `-e ${subdir}: must be a relative path without ".."`;
+  const plain = subdir.replace(/\/+$/, '');
+  if (plain === '' || path.isAbsolute(subdir) || plain.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+    return `-e ${subdir}: must be a relative path such as Maildir, without ".", ".." or empty parts`;
   }
   return null;
 }
@@ -127,7 +128,7 @@ export function parseUsertab(text: string, file: string, subdir?: string): Table
       problems.push(`${where}: user ${key}: maildir must not contain ".."`);
       continue;
     }
-    users.set(key, { user: key, uid, gid, maildir: path.join(dir, subdir ?? '') });
+    users.set(key, { user: key, uid, gid, maildir: path.join(dir, subdir?.replace(/\/+$/, '') ?? '') });
   }
   return { value: users, problems };
 }
