@@ -12,6 +12,7 @@ import { freePort, waitFor } from './lib/mailhost';
 import { connectTls, login } from './lib/pop3tls';
 import { ensurePop3dUser, makeCert, PopdFixture } from './lib/popd';
 import { BIN, isRoot, MAILUSER, run, tmpdir } from './lib/util';
+import { exists, listeningInodes, proc, tree } from './lib/proc';
 
 const msg = (i: number, body = `body ${i}\n`): string => `From: a@example.org\nSubject: ${i}\n\n${body}`;
 
@@ -19,75 +20,6 @@ const msg = (i: number, body = `body ${i}\n`): string => `From: a@example.org\nS
 async function pidFromLog(p: PopdFixture, re: RegExp, after: number): Promise<number> {
   const line = await p.waitLog(re, after);
   return Number(re.exec(line)![1]);
-}
-
-const exists = (pid: number): boolean => fs.existsSync(`/proc/${pid}`);
-
-interface ProcInfo {
-  pid: number;
-  ppid: number;
-  uids: number[];
-  gids: number[];
-  groups: number[];
-  root: string;
-  fds: string[];
-  cmdline: string;
-}
-
-function proc(pid: number): ProcInfo {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const field = (name: string): number[] =>
-    (new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '')
-      .split(/\s+/)
-      .filter((x) => x !== '')
-      .map(Number);
-  const fds = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return '';
-    }
-  });
-  return {
-    pid,
-    ppid: field('PPid')[0],
-    uids: field('Uid'),
-    gids: field('Gid'),
-    groups: field('Groups'),
-    root: fs.readlinkSync(`/proc/${pid}/root`),
-    fds,
-    cmdline: fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '),
-  };
-}
-
-/** popd and all its descendants. */
-function tree(rootPid: number): ProcInfo[] {
-  const all = fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .flatMap((d) => {
-      try {
-        return [proc(Number(d))];
-      } catch {
-        return [];
-      }
-    });
-  const out = all.filter((p) => p.pid === rootPid);
-  for (let i = 0; i < out.length; i++) out.push(...all.filter((p) => p.ppid === out[i].pid));
-  return out;
-}
-
-/** Inodes of the sockets listening on these TCP ports (from /proc/net/tcp and tcp6). */
-function listeningInodes(ports: number[]): string[] {
-  const out: string[] = [];
-  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of fs.readFileSync(f, 'utf8').split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols.length < 10 || cols[3] !== '0A') continue;
-      if (ports.includes(parseInt(cols[1].split(':')[1], 16))) out.push(cols[9]);
-    }
-  }
-  return out;
 }
 
 describe('process model as root', { skip: !isRoot && 'needs root: chroot and privilege drops' }, () => {

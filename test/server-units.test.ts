@@ -46,6 +46,12 @@ test('session: AUTH PLAIN forms, "=" and "*", malformed responses', () => {
   assert.equal(step(s, 'AUTH PLAIN a b').t, 'reply');
   assert.deepEqual(step(s, 'QUIT'), { t: 'quit' });
   assert.match((step(s, 'US\0ER x') as { lines: string[] }).lines[0], /NUL/);
+  // A NUL in the response line ends the exchange like any bad response: the next line is a command.
+  for (const nul of ['\0', '*\0', `${b64('\0bob\0pw')}\0`]) {
+    step(s, 'AUTH PLAIN');
+    assert.match((step(s, nul) as { lines: string[] }).lines[0], /NUL/);
+    assert.equal((step(s, 'CAPA') as { lines: string[] }).lines[0], '+OK capability list follows', JSON.stringify(nul));
+  }
 });
 
 test('lines: CRLF or LF, 255 octets at most, the rest kept for the relay', () => {

@@ -7,6 +7,8 @@ import tls from 'node:tls';
 import { PopdFixture } from './lib/popd';
 import { connectPlain, connectTls, login, stls } from './lib/pop3tls';
 import { MAILUSER } from './lib/util';
+import { waitFor } from './lib/mailhost';
+import { inodesTo, tree } from './lib/proc';
 
 const msg = (i: number): string => `From: sender@example.org\nTo: alice@example.org\nSubject: message ${i}\n\nline one of ${i}\n.starts with a dot\n`;
 const crlf = (s: string): string => s.replace(/\n/g, '\r\n');
@@ -143,6 +145,47 @@ describe('one popd', () => {
     assert.equal((await c.multi()).toString(), `1 ${size}\r\n`);
     assert.match(await c.line(), /^\+OK/, 'QUIT');
     assert.equal((await c.rest()).length, 0);
+  });
+
+  test('a client that half-closes right after its pipelined commands still gets every answer, before and after login', async () => {
+    const c = await connectTls(p.tlsPort);
+    await c.line();
+    c.sendRaw('USER bob\r\nPASS bob-pw\r\nSTAT\r\nQUIT\r\n');
+    c.io.end();
+    const size = Buffer.byteLength(crlf(msg(4)));
+    assert.match((await c.rest()).toString(), new RegExp(`^\\+OK send PASS\r\n\\+OK [^\r]*\r\n\\+OK 1 ${size}\r\n\\+OK [^\r]*\r\n$`));
+    await p.waitLog(/wrkrpop\[\d+\].*session end user=bob ended=quit/);
+    const d = await connectTls(p.tlsPort);
+    await d.line();
+    assert.match(await login(d, 'carol', 'carol-pw'), /^\+OK/);
+    d.sendRaw('STAT\r\nNOOP\r\n');
+    d.io.end();
+    assert.match((await d.rest()).toString(), /^\+OK 0 0\r\n\+OK[^\r]*\r\n$/);
+    await p.waitLog(/wrkrpop\[\d+\].*session end user=carol ended=eof/);
+    const e = await connectTls(p.tlsPort);
+    await e.line();
+    e.io.end();
+    assert.equal((await e.rest()).length, 0, 'a client that only half-closes is closed');
+  });
+
+  test('after the worker ends, a client that never closes its side is closed by the server', { timeout: 30_000 }, async () => {
+    // TLS over a TCP socket that stays open for writing after the server's end.
+    const raw = net.connect({ host: '127.0.0.1', port: p.tlsPort, allowHalfOpen: true });
+    await new Promise((r) => raw.once('connect', r));
+    const c = await connectTls(p.tlsPort, { socket: raw });
+    await c.line();
+    assert.match(await login(c, 'carol', 'carol-pw'), /^\+OK/);
+    const port = raw.localPort!;
+    const held = (): boolean => {
+      const inodes = inodesTo(port).map((i) => `socket:[${i}]`);
+      return tree(p.proc.pid!).some((x) => x.fds.some((fd) => inodes.includes(fd)));
+    };
+    assert.ok(held(), 'during the session the server holds the connection');
+    // The worker closes a line flood.
+    c.sendRaw('A'.repeat(256 * 1024));
+    assert.match((await c.rest()).toString(), /too many over-long lines/);
+    // authpop gives the client at most 10 s to end its side, then closes the socket (and popd frees the slot).
+    await waitFor('the server to close the connection', () => !held(), 15_000);
   });
 
   test('a second session for the same user gets [IN-USE]; after QUIT the user can log in again', async () => {

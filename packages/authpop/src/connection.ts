@@ -36,6 +36,8 @@ export class Connection {
   private handshaking = false;
   /** The last line is written; nothing more is read or relayed. */
   private closing = false;
+  /** The client has sent all it will send (half-close): answer what is buffered, then close. */
+  private eof = false;
   private done = false;
   private pendingUser = '';
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -47,6 +49,8 @@ export class Connection {
   ) {
     this.where = conn.address.includes(':') ? `[${conn.address}]:${conn.port}` : `${conn.address}:${conn.port}`;
     this.state = newSession(conn.mode);
+    // A client may send its last commands and half-close at once: it still gets its answers.
+    raw.allowHalfOpen = true;
     this.sock = raw;
     this.timer(deps.loginTimeoutMs, () => this.timeout());
     if (conn.mode === 'tls') this.startTls(raw, () => this.greet());
@@ -94,6 +98,7 @@ export class Connection {
   private attach(sock: net.Socket): void {
     this.sock = sock;
     sock.on('data', this.onData);
+    sock.on('end', this.onEnd);
     sock.on('error', (err: Error) => {
       this.deps.log.debug(`${this.where}: ${err.message}`);
       sock.destroy();
@@ -104,6 +109,11 @@ export class Connection {
   private readonly onData = (chunk: Buffer): void => {
     if (this.closing) return; // the last line is written: whatever comes now is dropped, not buffered
     this.lines.push(chunk);
+    this.pump();
+  };
+
+  private readonly onEnd = (): void => {
+    this.eof = true;
     this.pump();
   };
 
@@ -121,7 +131,10 @@ export class Connection {
         return;
       }
       const next = this.lines.next();
-      if (next === null) return;
+      if (next === null) {
+        if (this.eof) this.close(null);
+        return;
+      }
       if ('tooLong' in next) {
         this.close('-ERR line too long');
         return;
@@ -144,6 +157,7 @@ export class Connection {
         this.lines.take();
         const plain = this.sock;
         plain.removeAllListeners('data');
+        plain.removeAllListeners('end');
         plain.removeAllListeners('close');
         this.startTls(plain, () => undefined);
         return;
@@ -175,20 +189,23 @@ export class Connection {
       return;
     }
     this.deps.log.notice(`login failed for ${user} from ${this.where}: ${v.code} ${v.text}`);
-    if (v.code !== 'AUTH') {
-      this.write([`-ERR [${v.code}] ${v.text}`]);
+    const answer = v.code === 'AUTH' ? AUTH_FAILED : `-ERR [${v.code}] ${v.text}`;
+    // IN-USE and SYS/PERM come after a right password: answered at once, not counted.
+    if (v.code === 'IN-USE' || v.code === 'SYS/PERM') {
+      this.write([answer]);
       this.resume();
       return;
     }
+    // A busy server's refusal counts and waits like a wrong password: no client retries password checks without pause or end.
     this.state.failures++;
     this.timer(this.deps.failDelayMs, () => {
       if (this.done || this.closing) return;
       if (this.state.failures >= MAX_FAILURES) {
         this.deps.log.notice(`${this.where}: ${MAX_FAILURES} failed logins, closing`);
-        this.close(AUTH_FAILED);
+        this.close(answer);
         return;
       }
-      this.write([AUTH_FAILED]);
+      this.write([answer]);
       this.resume();
     });
   }
@@ -205,6 +222,7 @@ export class Connection {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.sock.removeListener('data', this.onData);
+    this.sock.removeListener('end', this.onEnd);
     // The worker's first line answers the login; bytes pipelined after it go first.
     relay(this.sock, worker, this.lines.take(), (err) => this.deps.log.debug(`${this.where}: relay: ${err.message}`));
   }
@@ -227,8 +245,9 @@ export class Connection {
     if (!this.sock.writableEnded && !this.sock.destroyed) this.sock.write(lines.map((l) => l + '\r\n').join(''));
   }
 
-  private close(last: string): void {
-    this.write([last]);
+  /** Ends the connection after a last line (none when the client has already gone quiet). */
+  private close(last: string | null): void {
+    if (last !== null) this.write([last]);
     this.closing = true;
     this.sock.end();
     const s = this.sock;

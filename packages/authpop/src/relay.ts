@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 
-/** How long a worker may take to finish after its client left. */
+/** How long one side may take to finish after the other left. */
 const LINGER_MS = 10_000;
 
 export function relay(client: net.Socket, worker: net.Socket, pipelined: Buffer, onError: (err: Error) => void): void {
@@ -17,8 +17,15 @@ export function relay(client: net.Socket, worker: net.Socket, pipelined: Buffer,
   };
   client.on('error', fail);
   worker.on('error', fail);
-  // A worker that is gone (QUIT, crash, kill) ends the client once what it sent is flushed.
-  worker.on('close', () => client.end());
+  // A worker that is gone (QUIT, crash, kill) ends the client once what it sent is flushed. What the
+  // client still sends has no reader: it is drained and dropped so that the client's end can arrive,
+  // and a client that never ends is destroyed.
+  worker.on('close', () => {
+    client.unpipe(worker);
+    client.resume();
+    client.end();
+    setTimeout(() => client.destroy(), LINGER_MS).unref();
+  });
   // The client may leave right after QUIT: the worker still gets every byte, then EOF.
   client.on('close', () => {
     worker.end();

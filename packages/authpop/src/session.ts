@@ -45,11 +45,11 @@ const NOT_YET_TLS = reply('-ERR [AUTH] credentials are refused before STLS');
 
 /** Handles one client line (UTF-8 decoded, without CRLF). */
 export function step(s: SessionState, line: string): Step {
+  // Any line ends a pending AUTH exchange, a bad one too: the next line is a command again.
+  const sasl = s.saslPending;
+  s.saslPending = false;
   if (line.includes('\0')) return reply('-ERR NUL in command');
-  if (s.saslPending) {
-    s.saslPending = false;
-    return saslResponse(line);
-  }
+  if (sasl) return saslResponse(line);
   const sp = line.indexOf(' ');
   const cmd = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
   const arg = sp < 0 ? '' : line.slice(sp + 1);
