@@ -195,6 +195,13 @@ describe('one popd', () => {
     const b = await connectTls(p.tlsPort);
     await b.line();
     assert.match(await login(b, 'carol', 'carol-pw'), /^-ERR \[IN-USE\]/);
+    // Many logins waiting at once for the session to end: each is refused, and popd stays quiet about listeners.
+    const many = await Promise.all(Array.from({ length: 12 }, () => connectTls(p.tlsPort)));
+    for (const m of many) await m.line();
+    const answers = await Promise.all(many.map((m) => login(m, 'carol', 'carol-pw')));
+    for (const a of answers) assert.match(a, /^-ERR \[IN-USE\]/);
+    for (const m of many) m.io.destroy();
+    assert.ok(!p.log.some((l) => /MaxListeners/.test(l)), p.log.filter((l) => /MaxListeners/.test(l)).join('\n'));
     await a.cmd('QUIT');
     await a.rest();
     await p.waitLog(/wrkrpop\[\d+\].*session end user=carol/);

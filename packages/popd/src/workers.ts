@@ -32,6 +32,8 @@ const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode 
 export class Workers {
   private spare: ChildProcess | null = null;
   private readonly live = new Map<string, ChildProcess>();
+  /** Resolves when a live worker exits: one listener per worker, however many logins wait for it. */
+  private readonly exited = new WeakMap<ChildProcess, Promise<void>>();
   private stopped = false;
 
   constructor(private readonly o: WorkerOptions) {}
@@ -71,17 +73,14 @@ export class Workers {
   /** Resolves true once the user has no live session (now or within ms), false if the session goes on. */
   waitFree(user: string, ms: number): Promise<boolean> {
     const c = this.live.get(user);
-    if (c === undefined) return Promise.resolve(true);
+    const exited = c && this.exited.get(c);
+    if (exited === undefined) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        c.removeListener('exit', done);
-        resolve(false);
-      }, ms);
-      const done = (): void => {
+      const t = setTimeout(() => resolve(false), ms);
+      void exited.then(() => {
         clearTimeout(t);
         resolve(true);
-      };
-      c.once('exit', done);
+      });
     });
   }
 
@@ -96,10 +95,16 @@ export class Workers {
     const msg: WorkerStart = { t: 'start', user: info.user, maildir: info.maildir, uid: info.uid, gid: info.gid, drop: this.o.drop, idleTimeoutMs: this.o.idleTimeoutMs, verbosity: this.o.verbosity };
     c.send(msg);
     this.live.set(info.user, c);
-    c.on('exit', (code, signal) => {
-      if (this.live.get(info.user) === c) this.live.delete(info.user);
-      if (code !== 0) this.o.log.notice(`wrkrpop[${c.pid}] for ${info.user} exited with ${signal ?? `status ${code}`}`);
-    });
+    this.exited.set(
+      c,
+      new Promise((resolve) =>
+        c.on('exit', (code, signal) => {
+          if (this.live.get(info.user) === c) this.live.delete(info.user);
+          if (code !== 0) this.o.log.notice(`wrkrpop[${c.pid}] for ${info.user} exited with ${signal ?? `status ${code}`}`);
+          resolve();
+        }),
+      ),
+    );
     // The next spare starts after this login is answered.
     setImmediate(() => this.warm());
     return c;
