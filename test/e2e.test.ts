@@ -11,7 +11,7 @@ import bcrypt from 'bcryptjs';
 import { freePort, waitFor } from './lib/mailhost';
 import { connectTls, login } from './lib/pop3tls';
 import { ensurePop3dUser, makeCert, PopdFixture } from './lib/popd';
-import { BIN, isRoot, MAILUSER, run, tmpdir } from './lib/util';
+import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from './lib/util';
 import { exists, listeningInodes, proc, tree } from './lib/proc';
 
 const msg = (i: number, body = `body ${i}\n`): string => `From: a@example.org\nSubject: ${i}\n\n${body}`;
@@ -226,6 +226,43 @@ describe('faults and signals', () => {
     assert.equal((await stopped).code, 0);
     await waitFor('every child to be gone', () => children.every((x) => !exists(x.pid)), 5_000);
   });
+});
+
+test('an authpop that asks for a second password check on one connection is killed, and popd starts a new one', async () => {
+  // popd's installed layout, with an impostor in authpop's place: popd finds its helpers beside itself.
+  const root = tmpdir('popd-impostor-');
+  fs.mkdirSync(path.join(root, 'packages', 'authpop', 'dist'), { recursive: true });
+  fs.cpSync(path.join(ROOT, 'packages', 'popd'), path.join(root, 'packages', 'popd'), { recursive: true });
+  fs.symlinkSync(path.join(ROOT, 'packages', 'wrkrpop'), path.join(root, 'packages', 'wrkrpop'));
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(root, 'node_modules'));
+  fs.writeFileSync(
+    path.join(root, 'packages', 'authpop', 'dist', 'main.js'),
+    `process.on('message', (m) => {
+      if (m.t === 'config') process.send({ t: 'ready' });
+      if (m.t === 'conn') for (const pass of ['one', 'two']) process.send({ t: 'auth', id: m.id, user: 'alice', pass });
+    });`,
+  );
+  const files = { authtab: path.join(root, 'authtab'), usertab: path.join(root, 'usertab'), ...makeCert(root) };
+  fs.writeFileSync(files.authtab, `alice\t${bcrypt.hashSync('pw', 4)}\n`);
+  fs.writeFileSync(files.usertab, `alice\t${MAILUSER.uid}:${MAILUSER.gid}:${path.join(root, 'mail')}\n`);
+  if (isRoot) for (const f of Object.values(files)) fs.chownSync(f, MAILUSER.uid, MAILUSER.gid);
+  const port = await freePort();
+  const popd = spawn(process.execPath, [path.join(root, 'packages', 'popd', 'dist', 'main.js'), '-d', '-a', files.authtab, '-u', files.usertab, '-c', files.cert, '-k', files.key, '-l', `127.0.0.1:${port}`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    ...(isRoot ? { uid: MAILUSER.uid, gid: MAILUSER.gid } : {}),
+  });
+  let log = '';
+  popd.stderr!.on('data', (b: Buffer) => (log += b.toString()));
+  try {
+    await waitFor('popd to listen', () => log.includes('listening on'));
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => undefined);
+    await waitFor('popd to kill the impostor', () => /authpop asked for a second login on connection \S+; killing it/.test(log));
+    await waitFor('popd to start another authpop', () => /authpop\[\d+\] exited with SIGKILL; restarting/.test(log));
+    c.destroy();
+  } finally {
+    popd.kill('SIGKILL');
+  }
 });
 
 describe('configuration errors: one line, exit 1', () => {

@@ -6,7 +6,10 @@ import net from 'node:net';
 import tls from 'node:tls';
 import bcrypt from 'bcryptjs';
 import { Connection } from '@popd/authpop/connection';
-import { Logger } from '@popd/shared/log';
+import { escapeLog, Logger } from '@popd/shared/log';
+import { spawn } from 'node:child_process';
+import { PassThrough } from 'node:stream';
+import { childLines, MAX_CHILD_LINE, onChildMessage } from '@popd/popd/childio';
 import { LineBuffer, MAX_LINE } from '@popd/authpop/lines';
 import { newSession, step } from '@popd/authpop/session';
 import { ConnLimits } from '@popd/popd/limits';
@@ -145,3 +148,40 @@ for (const mode of ['tls', 'stls'] as const) {
     assert.ok(ms < 10_000, `closed after ${ms} ms`);
   });
 }
+
+test('escapeLog: printable ASCII stays, everything else is escaped without loss', () => {
+  assert.equal(escapeLog('user alice from 127.0.0.1'), 'user alice from 127.0.0.1');
+  assert.equal(escapeLog('a\\x0a\nb'), 'a\\\\x0a\\x0ab', 'a backslash cannot pass for an escape');
+  assert.equal(escapeLog('\u2028\u010a\x7f\u{1F600}\x1b[2J'), '\\u{2028}\\u{10a}\\x7f\\u{1f600}\\x1b[2J');
+  assert.doesNotMatch(escapeLog(String.fromCharCode(...Array.from({ length: 0x300 }, (_, i) => i))), /[^\x20-\x7e]/);
+});
+
+test('childLines: lines of a child\'s stderr, each cut to a bounded length, however long the line', async () => {
+  const input = new PassThrough();
+  const lines: string[] = [];
+  childLines(input, (l) => lines.push(l));
+  input.write('first\nsec');
+  input.write('ond\n');
+  for (let i = 0; i < 64; i++) input.write('x'.repeat(64 * 1024)); // 4 MB without a newline
+  input.write('y\nafter\nno newline at the end');
+  input.end();
+  await new Promise((r) => input.once('end', r));
+  assert.deepEqual(lines, ['first', 'second', `${'x'.repeat(MAX_CHILD_LINE)} [line cut]`, 'after', 'no newline at the end']);
+});
+
+test('onChildMessage: a child that sends a handle has it closed and is killed; plain messages pass', async () => {
+  const script = `
+    const net = require('net');
+    process.send({ t: 'log', level: 'info', msg: 'plain' });
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => process.send({ t: 'log', level: 'info', msg: 'with a handle' }, s));
+    setTimeout(() => {}, 10000);`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const got: unknown[] = [];
+  let bad = 0;
+  onChildMessage(child, () => bad++, (m) => got.push(m));
+  const [, signal] = (await new Promise((r) => child.once('exit', (...a) => r(a)))) as [number | null, string | null];
+  assert.equal(signal, 'SIGKILL');
+  assert.equal(bad, 1);
+  assert.deepEqual(got, [{ t: 'log', level: 'info', msg: 'plain' }]);
+});

@@ -5,10 +5,10 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
-import readline from 'node:readline';
 import { AuthpopConfig, AuthRequest, parseFromAuthpop, PopdToAuthpop } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
 import type { ChildSink } from './childlog';
+import { childLines, onChildMessage } from './childio';
 
 export interface AuthpopEvents {
   ready(): void;
@@ -57,9 +57,9 @@ export class Authpop {
     const startedAt = Date.now();
     this.child = c;
     this.ready = false;
-    readline.createInterface({ input: c.stderr! }).on('line', (line) => this.childLog('authpop', pid, 'err', line));
+    childLines(c.stderr!, (line) => this.childLog('authpop', pid, 'err', line));
     const started = new Promise<void>((resolve, reject) => {
-      c.on('message', (raw) => {
+      onChildMessage(c, () => this.log.err(`authpop[${pid}] sent a handle; killing it`), (raw) => {
         const m = parseFromAuthpop(raw);
         if (m === null) {
           this.log.err(`authpop[${pid}] sent a malformed message; killing it`);

@@ -43,6 +43,10 @@ export class Server {
   private readonly servers: net.Server[] = [];
   private readonly limits: ConnLimits;
   private readonly refusing = new Set<string>();
+  /** Connections whose password check is under way. */
+  private readonly asking = new Set<string>();
+  /** Connections that have logged in: their login is over. */
+  private readonly loggedIn = new Set<string>();
   private readonly queue: Array<{ m: NewConnection; sock: net.Socket }> = [];
   private readonly bcrypt = new BcryptPool(MAX_CHECKS);
   private readonly verifier = new Verifier(MAX_CHECKS, MAX_WAITING_CHECKS, (pass, salt) => this.bcrypt.hash(pass, salt));
@@ -69,11 +73,14 @@ export class Server {
         closed: (id) => {
           this.limits.remove(id);
           this.refusing.delete(id);
+          this.loggedIn.delete(id);
         },
         exited: () => {
           // Its sockets died with it: only the connections still waiting for an authpop hold a slot.
           this.limits.clear();
           this.refusing.clear();
+          this.asking.clear();
+          this.loggedIn.clear();
           for (const { m } of this.queue) this.limits.add(m.id, m.address);
         },
       },
@@ -158,7 +165,26 @@ export class Server {
     this.authpop.send(v);
   }
 
+  /**
+   * One check at a time per connection, and none after its login: authpop
+   * asks so; an authpop that does not (a compromised one flooding checks
+   * it never waits for) is killed, and popd starts a new one.
+   */
   private async login(m: AuthRequest): Promise<void> {
+    if (this.asking.has(m.id) || this.loggedIn.has(m.id)) {
+      this.logs.log.err(`authpop asked for a second login on connection ${m.id}; killing it`);
+      this.authpop.kill('SIGKILL');
+      return;
+    }
+    this.asking.add(m.id);
+    try {
+      await this.checkLogin(m);
+    } finally {
+      this.asking.delete(m.id);
+    }
+  }
+
+  private async checkLogin(m: AuthRequest): Promise<void> {
     // Only a connection authpop holds may log in; it may be gone after each wait.
     if (!this.limits.has(m.id)) return;
     const tables = this.tables;
@@ -179,6 +205,7 @@ export class Server {
     if (this.stopping) return this.refuse(m.id, 'SYS/TEMP', 'server shutting down');
     if (this.workers.inUse(m.user)) return this.refuse(m.id, 'IN-USE', 'mailbox already in use by another session');
     const w = this.workers.start(info);
+    this.loggedIn.add(m.id);
     this.logs.log.debug(`session for ${m.user}: wrkrpop[${w.pid}]`);
     // stdin of a 'pipe' stdio is one end of a socketpair: a net.Socket, typed as a Writable.
     if (!this.authpop.send({ t: 'verdict', id: m.id, ok: true, user: m.user }, w.stdin as net.Socket)) w.kill('SIGTERM');

@@ -4,11 +4,11 @@
  * users have a live session (a second login gets [IN-USE]).
  */
 import { ChildProcess, spawn } from 'node:child_process';
-import readline from 'node:readline';
 import { parseFromWorker, WorkerStart } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
 import type { UserInfo } from '@popd/shared/tables';
 import type { ChildSink } from './childlog';
+import { childLines, onChildMessage } from './childio';
 
 export interface WorkerOptions {
   script: string;
@@ -43,8 +43,8 @@ export class Workers {
     const pid = c.pid ?? 0;
     c.on('error', (err) => this.o.log.err(`cannot start wrkrpop: ${err.message}`));
     c.stdin!.on('error', () => undefined); // its end goes to authpop; errors show up there
-    readline.createInterface({ input: c.stderr! }).on('line', (line) => this.o.child('wrkrpop', pid, 'err', line));
-    c.on('message', (m) => {
+    childLines(c.stderr!, (line) => this.o.child('wrkrpop', pid, 'err', line));
+    onChildMessage(c, () => this.o.log.err(`wrkrpop[${pid}] sent a handle; killing it`), (m) => {
       const rec = parseFromWorker(m);
       if (rec === null) {
         this.o.log.err(`wrkrpop[${pid}] sent a malformed message; killing it`);

@@ -13,9 +13,17 @@ const RANK: Record<Level, number> = { err: 0, warning: 1, notice: 2, info: 3, de
 
 export type Sink = (level: Level, msg: string) => void;
 
-/** Printable ASCII only: a hostile user name cannot forge log lines or escape sequences. */
+/**
+ * Printable ASCII only, and lossless: a backslash is doubled, anything else
+ * becomes \xNN or \u{N}, so a hostile user name or child can neither forge
+ * log lines or terminal escapes nor pass one character off as another.
+ */
 export function escapeLog(s: string): string {
-  return s.replace(/[^\x20-\x7e]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0').slice(-2));
+  return s.replace(/[^\x20-\x5b\x5d-\x7e]/gu, (c) => {
+    const n = c.codePointAt(0)!;
+    if (c === '\\') return '\\\\';
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u{${n.toString(16)}}`;
+  });
 }
 
 export class Logger {
