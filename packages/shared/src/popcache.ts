@@ -66,16 +66,28 @@ class LineSplitter {
   constructor(private readonly onLine: (b: Buffer | null, start: number, end: number) => void) {}
 
   push(piece: Buffer): void {
-    const data = this.tail.length > 0 ? Buffer.concat([this.tail, piece]) : piece;
     let start = 0;
-    for (let nl = data.indexOf(0x0a); nl !== -1; start = nl + 1, nl = data.indexOf(0x0a, start)) {
-      if (this.skipping) this.onLine(null, 0, 0);
-      else this.onLine(data, start, nl);
-      this.skipping = false;
+    if (this.tail.length > 0 || this.skipping) {
+      // Only the line the last piece began is joined; the rest of the piece is read where it lies.
+      const first = piece.indexOf(0x0a);
+      if (first === -1) return this.keep(this.skipping ? EMPTY : Buffer.concat([this.tail, piece]));
+      this.line(Buffer.concat([this.tail, piece.subarray(0, first + 1)]), 0, this.tail.length + first);
+      start = first + 1;
     }
-    this.skipping ||= data.length - start > MAX_LINE;
-    // A copy: the caller may reuse piece's memory.
-    this.tail = this.skipping ? EMPTY : Buffer.from(data.subarray(start));
+    for (let nl = piece.indexOf(0x0a, start); nl !== -1; start = nl + 1, nl = piece.indexOf(0x0a, start)) this.line(piece, start, nl);
+    this.keep(piece.subarray(start));
+  }
+
+  private line(b: Buffer, start: number, end: number): void {
+    if (this.skipping) this.onLine(null, 0, 0);
+    else this.onLine(b, start, end);
+    this.skipping = false;
+  }
+
+  /** Holds the start of an unfinished line, a copy (the caller may reuse piece's memory), unless it is already too long. */
+  private keep(rest: Buffer): void {
+    this.skipping ||= rest.length > MAX_LINE;
+    this.tail = this.skipping ? EMPTY : Buffer.from(rest);
   }
 
   /** Whether the data ended inside a line (a truncated last line). */
