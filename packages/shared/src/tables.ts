@@ -89,9 +89,12 @@ export function parseAuthtab(text: string, file: string): TableResult<Map<string
   return { value: auth, problems };
 }
 
+/** -e SUBDIR without its trailing "/"s, which it may have. */
+const plainSubdir = (subdir: string): string => subdir.replace(/\/+$/, '');
+
 /** A subdirectory given with -e: relative, without ".", ".." or empty parts (a trailing "/" is fine). */
 export function checkSubdir(subdir: string): string | null {
-  const plain = subdir.replace(/\/+$/, '');
+  const plain = plainSubdir(subdir);
   if (plain === '' || path.isAbsolute(subdir) || plain.split('/').some((part) => part === '' || part === '.' || part === '..')) {
     return `-e ${subdir}: must be a relative path such as Maildir, without ".", ".." or empty parts`;
   }
@@ -128,7 +131,7 @@ export function parseUsertab(text: string, file: string, subdir?: string): Table
       problems.push(`${where}: user ${key}: maildir must not contain ".."`);
       continue;
     }
-    users.set(key, { user: key, uid, gid, maildir: path.join(dir, subdir?.replace(/\/+$/, '') ?? '') });
+    users.set(key, { user: key, uid, gid, maildir: path.join(dir, plainSubdir(subdir ?? '')) });
   }
   return { value: users, problems };
 }
