@@ -31,9 +31,8 @@ const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode 
 
 export class Workers {
   private spare: ChildProcess | null = null;
-  private readonly live = new Map<string, ChildProcess>();
-  /** Resolves when a live worker exits: one listener per worker, however many logins wait for it. */
-  private readonly exited = new WeakMap<ChildProcess, Promise<void>>();
+  /** Each user's live worker, and its exit: one listener per worker, however many logins wait for it. */
+  private readonly live = new Map<string, { child: ChildProcess; exited: Promise<void> }>();
   private stopped = false;
 
   constructor(private readonly o: WorkerOptions) {}
@@ -72,8 +71,7 @@ export class Workers {
 
   /** Resolves true once the user has no live session (now or within ms), false if the session goes on. */
   waitFree(user: string, ms: number): Promise<boolean> {
-    const c = this.live.get(user);
-    const exited = c && this.exited.get(c);
+    const exited = this.live.get(user)?.exited;
     if (exited === undefined) return Promise.resolve(true);
     return new Promise((resolve) => {
       const t = setTimeout(() => resolve(false), ms);
@@ -94,17 +92,14 @@ export class Workers {
     this.spare = null;
     const msg: WorkerStart = { t: 'start', user: info.user, maildir: info.maildir, uid: info.uid, gid: info.gid, drop: this.o.drop, idleTimeoutMs: this.o.idleTimeoutMs, verbosity: this.o.verbosity };
     c.send(msg);
-    this.live.set(info.user, c);
-    this.exited.set(
-      c,
-      new Promise((resolve) =>
-        c.on('exit', (code, signal) => {
-          if (this.live.get(info.user) === c) this.live.delete(info.user);
-          if (code !== 0) this.o.log.notice(`wrkrpop[${c.pid}] for ${info.user} exited with ${signal ?? `status ${code}`}`);
-          resolve();
-        }),
-      ),
+    const exited = new Promise<void>((resolve) =>
+      c.on('exit', (code, signal) => {
+        if (this.live.get(info.user)?.child === c) this.live.delete(info.user);
+        if (code !== 0) this.o.log.notice(`wrkrpop[${c.pid}] for ${info.user} exited with ${signal ?? `status ${code}`}`);
+        resolve();
+      }),
     );
+    this.live.set(info.user, { child: c, exited });
     // The next spare starts after this login is answered.
     setImmediate(() => this.warm());
     return c;
@@ -118,6 +113,6 @@ export class Workers {
   }
 
   signalAll(sig: NodeJS.Signals): void {
-    for (const c of this.live.values()) c.kill(sig);
+    for (const { child } of this.live.values()) child.kill(sig);
   }
 }
