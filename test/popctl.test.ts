@@ -316,13 +316,19 @@ test('import resumes a crash before the delivery of a message identical to one a
   assert.deepEqual(contents(target), [same.toString(), same.toString()]);
 });
 
-test('import resumes without taking another delivery of the same content for the message it was interrupted on', async () => {
+/** A fresh maildir owned by the mail user and, beside it, an mbox of these messages. */
+function importFixture(messages: Buffer[]): { target: string; mbox: string } {
   const dir = tmpdir();
   const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
-  const x = Buffer.from('Subject: x\n\nsame text\n');
-  assert.equal((await run(BIN.popmda, ['-m', target], { input: x })).status, 0, 'popmda delivered it earlier');
   const mbox = path.join(dir, 'mbox');
-  fs.writeFileSync(mbox, mboxrd([x]));
+  fs.writeFileSync(mbox, mboxrd(messages));
+  return { target, mbox };
+}
+
+test('import resumes without taking another delivery of the same content for the message it was interrupted on', async () => {
+  const x = Buffer.from('Subject: x\n\nsame text\n');
+  const { target, mbox } = importFixture([x]);
+  assert.equal((await run(BIN.popmda, ['-m', target], { input: x })).status, 0, 'popmda delivered it earlier');
   // The import records that it is about to deliver x, then the delivery fails.
   fs.chmodSync(path.join(target, 'tmp'), 0o500);
   assert.notEqual((await popctl(['import', 'mbox', mbox, target])).status, 0);
@@ -334,11 +340,8 @@ test('import resumes without taking another delivery of the same content for the
 });
 
 test('two imports of one source into one maildir at once: one runs, the other exits 75, nothing twice', async () => {
-  const dir = tmpdir();
-  const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
   const msgs = Array.from({ length: 1500 }, (_, i) => Buffer.from(`Subject: ${i}\n\nbody ${i}\n`));
-  const mbox = path.join(dir, 'mbox');
-  fs.writeFileSync(mbox, mboxrd(msgs));
+  const { target, mbox } = importFixture(msgs);
   const both = await Promise.all([popctl(['import', 'mbox', mbox, target]), popctl(['import', 'mbox', mbox, target])]);
   assert.deepEqual(both.map((r) => r.status).sort(), [0, 75], both.map((r) => r.stderr).join(''));
   assert.match(both.find((r) => r.status === 75)!.stderr, /already running/);
@@ -346,10 +349,7 @@ test('two imports of one source into one maildir at once: one runs, the other ex
 });
 
 test('import of an mbox locked by a delivery (flock) exits 75 and imports nothing until it is released', async () => {
-  const dir = tmpdir();
-  const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
-  const mbox = path.join(dir, 'mbox');
-  fs.writeFileSync(mbox, mboxrd(SAMPLES));
+  const { target, mbox } = importFixture(SAMPLES);
   const holder = spawn('flock', ['-x', mbox, 'sh', '-c', 'echo held; exec cat'], { stdio: ['pipe', 'pipe', 'inherit'] });
   const released = new Promise((r) => holder.on('exit', r));
   await new Promise((r) => holder.stdout.once('data', r));
