@@ -16,7 +16,7 @@ import type { Worker } from '../test/lib/worker';
 // Static imports would compile to "../test/lib/...", which does not exist next to bench/dist: load the compiled helpers from test/dist.
 const lib = path.join(__dirname, '..', '..', 'test', 'dist', 'lib');
 const { addMessages, seedMaildir, chownToMailUser, removeSeeded } = require(path.join(lib, 'maildirs')) as typeof import('../test/lib/maildirs');
-const { spawnWorker, startMessage } = require(path.join(lib, 'worker')) as typeof import('../test/lib/worker');
+const { spawnWorker, start } = require(path.join(lib, 'worker')) as typeof import('../test/lib/worker');
 
 const memMb = (pid: number, field: 'VmRSS' | 'VmHWM'): number =>
   Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
@@ -33,7 +33,7 @@ async function spare(): Promise<Worker> {
 /** Seconds from the start message to the greeting. */
 async function timedLogin(w: Worker, dir: string): Promise<number> {
   const t0 = process.hrtime.bigint();
-  w.child.send(startMessage(dir));
+  start(w, dir);
   const greeting = await w.pop.line();
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   if (!greeting.startsWith('+OK')) throw new Error(greeting);

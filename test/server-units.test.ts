@@ -7,9 +7,9 @@ import tls from 'node:tls';
 import bcrypt from 'bcryptjs';
 import { Connection } from '@popd/authpop/connection';
 import { escapeLog, Logger } from '@popd/shared/log';
-import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
-import { childLines, MAX_CHILD_LINE, onChildMessage } from '@popd/popd/childio';
+import { childLines } from '@popd/popd/childio';
+import { MAX_CHILD_LINE } from '@popd/shared/params';
 import { LineBuffer, MAX_LINE } from '@popd/authpop/lines';
 import { newSession, step } from '@popd/authpop/session';
 import { ConnLimits } from '@popd/popd/limits';
@@ -167,21 +167,4 @@ test('childLines: lines of a child\'s stderr, each cut to a bounded length, howe
   input.end();
   await new Promise((r) => input.once('end', r));
   assert.deepEqual(lines, ['first', 'second', `${'x'.repeat(MAX_CHILD_LINE)} [line cut]`, 'after', 'no newline at the end']);
-});
-
-test('onChildMessage: a child that sends a handle has it closed and is killed; plain messages pass', async () => {
-  const script = `
-    const net = require('net');
-    process.send({ t: 'log', level: 'info', msg: 'plain' });
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => process.send({ t: 'log', level: 'info', msg: 'with a handle' }, s));
-    setTimeout(() => {}, 10000);`;
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  const got: unknown[] = [];
-  let bad = 0;
-  onChildMessage(child, () => bad++, (m) => got.push(m));
-  const [, signal] = (await new Promise((r) => child.once('exit', (...a) => r(a)))) as [number | null, string | null];
-  assert.equal(signal, 'SIGKILL');
-  assert.equal(bad, 1);
-  assert.deepEqual(got, [{ t: 'log', level: 'info', msg: 'plain' }]);
 });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MAILUSER, isRoot, tmpdir } from './lib/util';
 import { seedMaildir, removeSeeded } from './lib/maildirs';
-import { login, quit, spawnWorker, startMessage, killWorkers } from './lib/worker';
+import { login, quit, spawnWorker, start, startMessages, killWorkers } from './lib/worker';
 
 after(() => {
   killWorkers();
@@ -66,7 +66,7 @@ test('unprivileged mode serves only the uid it runs as', async () => {
   const w = await login(s.dir, { drop: false, uid: other });
   assert.match(w.greeting, /^-ERR \[SYS\/PERM\] /);
   assert.equal((await w.exited).code, 77);
-  assert.ok(w.logs.some((l) => /unprivileged mode: alice has uid/.test(l.msg)));
+  assert.ok(w.logs.some((l) => /unprivileged mode: uid \d+ asked/.test(l.msg)));
 });
 
 test('asked to drop privileges without being root: refused', { skip: isRoot && 'runs as root' }, async () => {
@@ -83,12 +83,27 @@ test('a missing maildir: -ERR [SYS/TEMP] and a non-zero exit', async () => {
   assert.notEqual((await w.exited).code, 0);
 });
 
-test('a malformed start message: the worker exits without reading or writing the socket', async () => {
+test('a malformed session message: the worker exits without reading or writing the socket', async () => {
   const w = spawnWorker();
-  w.child.send({ ...startMessage('/tmp'), user: 'two words' });
+  const [confine, session] = startMessages('/tmp');
+  w.send(confine);
+  w.send({ ...session, user: 'two words' }, w.sessionFd!);
+  fs.closeSync(w.sessionFd!);
   assert.equal((await w.exited).code, 70);
   assert.equal((await w.pop.rest()).length, 0);
-  assert.ok(w.logs.some((l) => l.level === 'err' && /invalid start message/.test(l.msg)));
+  assert.ok(w.logs.some((l) => l.level === 'err' && /invalid session message/.test(l.msg)));
+});
+
+test('a malformed confine message or another protocol version: the worker exits 70 and says why', async () => {
+  for (const [bad, why] of [
+    [{ root: 'relative' }, /invalid confine message/],
+    [{ v: 1 }, /popd speaks protocol 1, this wrkrpop \d+/],
+  ] as const) {
+    const w = spawnWorker();
+    w.send({ ...startMessages('/tmp')[0], ...bad });
+    assert.equal((await w.exited).code, 70);
+    assert.ok(w.logs.some((l) => l.level === 'err' && why.test(l.msg)), JSON.stringify(w.logs));
+  }
 });
 
 test('a warm spare: bytes pipelined before the start message wait, and are answered after the greeting', async () => {
@@ -96,7 +111,7 @@ test('a warm spare: bytes pipelined before the start message wait, and are answe
   const w = spawnWorker();
   w.pop.sendRaw('STAT\r\nQUIT\r\n');
   await new Promise((r) => setTimeout(r, 300));
-  w.child.send(startMessage(s.dir));
+  start(w, s.dir);
   assert.match(await w.pop.line(), /^\+OK alice has 1 messages/);
   assert.match(await w.pop.line(), /^\+OK 1 /);
   assert.equal(await w.pop.line(), '+OK 0 messages deleted, 1 left');
@@ -106,6 +121,6 @@ test('a warm spare: bytes pipelined before the start message wait, and are answe
 test('popd going away before the start message: the spare exits quietly', async () => {
   const w = spawnWorker();
   await new Promise((r) => setTimeout(r, 200));
-  w.child.disconnect();
+  w.channel.close();
   assert.deepEqual(await w.exited, { code: 0, signal: null });
 });

@@ -17,6 +17,8 @@ export interface Account {
   pass: string;
   /** Messages delivered with popmda before popd starts. */
   messages?: Array<string | Buffer>;
+  /** The account's uid:gid (as root; MAILUSER unless told). */
+  owner?: { uid: number; gid: number };
 }
 
 export interface FixtureOptions {
@@ -44,6 +46,15 @@ export function makeCert(dir: string): { cert: string; key: string } {
   const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`);
   return { cert, key };
+}
+
+function chownTree(dir: string, uid: number, gid: number): void {
+  fs.chownSync(dir, uid, gid);
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) chownTree(p, uid, gid);
+    else fs.chownSync(p, uid, gid);
+  }
 }
 
 export class PopdFixture {
@@ -76,7 +87,8 @@ export class PopdFixture {
     const dir = tmpdir('popd-srv-');
     const files = { authtab: path.join(dir, 'authtab'), usertab: path.join(dir, 'usertab'), ...makeCert(dir) };
     fs.writeFileSync(files.authtab, o.accounts.map((a) => `${a.user}\t${bcrypt.hashSync(a.pass, o.cost ?? 4)}\n`).join(''));
-    fs.writeFileSync(files.usertab, o.accounts.map((a) => `${a.user}\t${MAILUSER.uid}:${MAILUSER.gid}:${path.join(dir, 'mail', a.user)}\n`).join(''));
+    const owner = (a: Account): { uid: number; gid: number } => a.owner ?? MAILUSER;
+    fs.writeFileSync(files.usertab, o.accounts.map((a) => `${a.user}\t${owner(a).uid}:${owner(a).gid}:${path.join(dir, 'mail', a.user)}\n`).join(''));
     if (isRoot) for (const f of Object.values(files)) fs.chownSync(f, MAILUSER.uid, MAILUSER.gid);
     for (const a of o.accounts) {
       const md = path.join(dir, 'mail', a.user);
@@ -89,7 +101,11 @@ export class PopdFixture {
         const r = await run(BIN.popmda, ['-m', md], { input: m });
         if (r.status !== 0) throw new Error(`popmda: ${r.stderr}`);
       }
+      // Another owner: delivered as MAILUSER above, then given away.
+      if (isRoot && a.owner !== undefined) chownTree(md, a.owner.uid, a.owner.gid);
     }
+    // With several owners the directories above the maildirs must be root's: a worker refuses a root that another uid could swap.
+    if (isRoot && o.accounts.some((a) => a.owner !== undefined)) for (const d of [dir, path.join(dir, 'mail')]) fs.chownSync(d, 0, 0);
     const tlsPort = await freePort();
     const stlsPort = await freePort();
     const args = [BIN.popd, '-d', '-v', '-a', files.authtab, '-u', files.usertab, '-c', files.cert, '-k', files.key, '-l', `127.0.0.1:${tlsPort}`, '-s', `127.0.0.1:${stlsPort}`, ...(o.args ?? [])];

@@ -41,6 +41,10 @@ export class Connection {
   private done = false;
   private pendingUser = '';
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** The login timeout counts the client's time only: it stops while popd checks a password. */
+  private loginTimer: NodeJS.Timeout | null = null;
+  private loginLeftMs: number;
+  private loginSince = 0;
 
   constructor(
     raw: net.Socket,
@@ -51,13 +55,30 @@ export class Connection {
     this.state = newSession(conn.mode);
     // A client may send its last commands and half-close at once: it still gets its answers.
     raw.allowHalfOpen = true;
+    // Every answer leaves at once: with Nagle's algorithm a small answer after a large one waits for
+    // the client's delayed ACK (measured: 17 ms per serial RETR, 58 instead of 1,000 messages/s).
+    raw.setNoDelay(true);
     this.sock = raw;
-    this.timer(deps.loginTimeoutMs, () => this.timeout());
+    this.loginLeftMs = deps.loginTimeoutMs;
+    this.runLoginClock();
     if (conn.mode === 'tls') this.startTls(raw, () => this.greet());
     else {
       this.attach(raw);
       this.greet();
     }
+  }
+
+  private runLoginClock(): void {
+    this.loginSince = Date.now();
+    this.loginTimer = this.timer(this.loginLeftMs, () => this.timeout());
+  }
+
+  private stopLoginClock(): void {
+    if (this.loginTimer === null) return;
+    clearTimeout(this.loginTimer);
+    this.timers.delete(this.loginTimer);
+    this.loginTimer = null;
+    this.loginLeftMs = Math.max(0, this.loginLeftMs - (Date.now() - this.loginSince));
   }
 
   private timer(ms: number, fn: () => void): NodeJS.Timeout {
@@ -164,6 +185,7 @@ export class Connection {
       }
       case 'auth':
         this.busy = true;
+        this.stopLoginClock();
         this.sock.pause();
         this.deps.askPopd(this.conn.id, s.user, s.pass);
         this.pendingUser = s.user;
@@ -197,6 +219,7 @@ export class Connection {
       return;
     }
     // A busy server's refusal counts and waits like a wrong password: no client retries password checks without pause or end.
+    // The failure delay is the server's: the client's clock starts again with the answer.
     this.state.failures++;
     this.timer(this.deps.failDelayMs, () => {
       if (this.done || this.closing) return;
@@ -212,6 +235,7 @@ export class Connection {
 
   private resume(): void {
     this.busy = false;
+    this.runLoginClock();
     this.sock.resume();
     this.pump();
   }

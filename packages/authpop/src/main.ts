@@ -1,33 +1,47 @@
 /**
- * authpop: the network-facing process. popd starts it as root and sends its
- * configuration; it reads the certificate and key, chroots to an empty
- * directory and drops to the unprivileged user (every module is loaded by
- * then: all imports are static), and then serves the sockets popd passes:
- * TLS, the AUTHORIZATION state, and the relay to a worker after login.
+ * authpop: the network-facing process, root until its configuration
+ * arrives, then _pop3d in an empty chroot (docs/architecture.md, "authpop").
+ * popd starts it and sends its configuration; it reads the certificate and
+ * key, chroots and drops (every module is loaded by then: all imports are
+ * static), and then serves the sockets popd passes: TLS, the AUTHORIZATION
+ * state, and the relay to a worker after login.
  */
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { AuthpopConfig, AuthpopToPopd, PopdToAuthpop } from '@popd/shared/ipc';
-import { ipcSink, Logger, stderrSink } from '@popd/shared/log';
+import { AuthpopConfig, AuthpopToPopd, PopdToAuthpop, PROTOCOL } from '@popd/shared/ipc';
+import { HANDSHAKE_TIMEOUT_MS } from '@popd/shared/params';
 import { dropPrivileges } from '@popd/shared/privdrop';
+import { ToPopd } from '@popd/shared/topopd';
 import { Connection } from './connection';
 
-const HANDSHAKE_TIMEOUT_MS = 30_000;
-
-const log = new Logger(ipcSink(stderrSink('authpop')));
+const popd = new ToPopd('authpop');
+const log = popd.log;
 const conns = new Map<string, Connection>();
 let ctx: tls.SecureContext | null = null;
 let config: AuthpopConfig | null = null;
 let shuttingDown = false;
 
 function send(m: AuthpopToPopd): void {
-  if (process.connected) process.send!(m);
+  popd.send(m);
+}
+
+/**
+ * A passed descriptor as a socket: TCP for a client (Connection allows it to
+ * half-close), a Unix socket for a session (the worker's end closes the whole
+ * socket, and the relay sees 'close').
+ */
+function socketOf(fd: number): net.Socket {
+  return new net.Socket({ fd, readable: true, writable: true });
 }
 
 const secureContext = (cert: Buffer | string, key: Buffer | string): tls.SecureContext => tls.createSecureContext({ cert, key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
 
 function configure(c: AuthpopConfig): void {
+  if (c.v !== PROTOCOL) {
+    log.err(`popd speaks protocol ${c.v}, this authpop ${PROTOCOL}: restart popd after an upgrade`);
+    process.exit(1);
+  }
   try {
     ctx = secureContext(fs.readFileSync(c.cert), fs.readFileSync(c.key));
     if (c.drop !== null) dropPrivileges(c.drop);
@@ -37,15 +51,19 @@ function configure(c: AuthpopConfig): void {
   }
   config = c;
   log.verbosity = c.verbosity;
-  send({ t: 'ready' });
+  send({ t: 'ready', v: PROTOCOL });
 }
 
 function exitWhenIdle(): void {
   if (shuttingDown && conns.size === 0) process.exit(0);
 }
 
-function onMessage(m: PopdToAuthpop, handle: unknown): void {
-  const sock = handle instanceof net.Socket ? handle : undefined;
+function onMessage(m: PopdToAuthpop, fd: number | null): void {
+  if (fd !== null && m.t !== 'conn' && m.t !== 'verdict') {
+    fs.closeSync(fd);
+    fd = null;
+  }
+  const sock = fd === null ? undefined : socketOf(fd);
   switch (m.t) {
     case 'config':
       if (config === null) configure(m);
@@ -96,6 +114,7 @@ function onMessage(m: PopdToAuthpop, handle: unknown): void {
   }
 }
 
-process.on('message', (m, handle) => onMessage(m as PopdToAuthpop, handle));
+// popd is trusted: its messages are the shapes of ipc.ts.
+popd.onMessage((m, fd) => onMessage(m as unknown as PopdToAuthpop, fd));
 // Without popd there is nobody to verify logins or to log to.
-process.on('disconnect', () => process.exit(0));
+popd.onClose(() => process.exit(0));

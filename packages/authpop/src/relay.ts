@@ -16,7 +16,12 @@ export function relay(client: net.Socket, worker: net.Socket, pipelined: Buffer,
     worker.destroy();
   };
   client.on('error', fail);
-  worker.on('error', fail);
+  // A worker that closed while the client was still sending (a line flood it cut off) gives EPIPE
+  // here: its last answer is already on the way to the client, so the client is ended, not reset.
+  worker.on('error', (err) => {
+    onError(err);
+    worker.destroy();
+  });
   // A worker that is gone (QUIT, crash, kill) ends the client once what it sent is flushed. What the
   // client still sends has no reader: it is drained and dropped so that the client's end can arrive,
   // and a client that never ends is destroyed.

@@ -1,14 +1,10 @@
 /**
- * What popd (root) takes from its children, which it does not trust: lines
- * of their stderr, each cut to a bounded length, and IPC messages, which
- * never carry a handle (a descriptor popd kept would leak, a server one it
- * would serve).
+ * Lines of a child's stderr as popd (root) takes them: each cut to a
+ * bounded length (a child that crashes prints there; a hostile one may
+ * print anything).
  */
-import type { ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
-
-/** Longer than any real log line: what follows is dropped up to the line's end. */
-export const MAX_CHILD_LINE = 4096;
+import { MAX_CHILD_LINE } from '@popd/shared/params';
 
 /** Calls onLine for each line of input, cut to MAX_CHILD_LINE characters; a child writing without newlines costs popd nothing. */
 export function childLines(input: Readable, onLine: (line: string) => void): void {
@@ -36,24 +32,5 @@ export function childLines(input: Readable, onLine: (line: string) => void): voi
   });
   input.on('end', () => {
     if (!cut && head !== '') onLine(head);
-  });
-}
-
-/**
- * Messages from child, handed on only when they come without a handle: a
- * child that sends one is broken or hostile, and is killed after the
- * handle is closed.
- */
-export function onChildMessage(child: ChildProcess, onBadHandle: () => void, onMessage: (raw: unknown) => void): void {
-  child.on('message', (raw: unknown, handle: unknown) => {
-    if (handle !== undefined && handle !== null) {
-      const h = handle as { destroy?: () => void; close?: () => void };
-      if (typeof h.destroy === 'function') h.destroy();
-      else if (typeof h.close === 'function') h.close();
-      onBadHandle();
-      child.kill('SIGKILL');
-      return;
-    }
-    onMessage(raw);
   });
 }

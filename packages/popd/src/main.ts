@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 /**
- * popd: the privilege-separated POP3 server's root process. Checks the
- * configuration (one line per problem, exit 1), then runs detached (or in
- * the foreground with -d) with authpop and the wrkrpop workers.
+ * Root code: popd, the privilege-separated POP3 server's root process.
+ * Closes what it inherited, checks the configuration (one line per
+ * problem, exit 1), then runs detached (or in the foreground with -d) with
+ * the authpop and wrkrpop processes (docs/architecture.md).
  */
 import { spawn } from 'node:child_process';
 import { CommanderError } from 'commander';
-import type { PopdToParent, Started } from '@popd/shared/ipc';
+import { closeInherited } from '@popd/channel';
 import { isRoot } from '@popd/shared/privdrop';
 import { checkConfig } from './checks';
 import { makeLogs } from './childlog';
@@ -16,6 +17,12 @@ import { Server } from './server';
 /** Set in the environment of the detached copy of popd. */
 const DETACHED = 'POPD_DETACHED';
 
+/** Without -d popd runs detached; the command waits for this, prints the error if any, and exits. */
+interface Started {
+  t: 'started';
+  error: string | null;
+}
+
 function fail(lines: string[]): never {
   for (const l of lines) process.stderr.write(`popd: ${l}\n`);
   process.exit(1);
@@ -24,7 +31,7 @@ function fail(lines: string[]): never {
 /** Starts a detached copy of this command and reports how its start-up went. */
 function detach(): void {
   const c = spawn(process.execPath, process.argv.slice(1), { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'ipc'], env: { ...process.env, [DETACHED]: '1' } });
-  c.on('message', (m: PopdToParent) => {
+  c.on('message', (m: Started) => {
     if (m.error !== null) fail([m.error]);
     process.exit(0);
   });
@@ -58,7 +65,19 @@ async function serve(o: Options, checked: ReturnType<typeof checkConfig>): Promi
   report(null);
 }
 
+/**
+ * Like OpenSMTPD's closefrom(): a descriptor popd did not open itself (a
+ * wrapper's or a service manager's, on authtab say) must reach no child and
+ * serve nobody. Node opens its own close-on-exec; the channel from the popd
+ * command that detached this one is kept until the start is reported.
+ */
+function closeLeaked(): void {
+  const channel = (process.channel as unknown as { fd?: number } | undefined)?.fd;
+  closeInherited(channel === undefined ? [] : [channel]);
+}
+
 function main(): void {
+  closeLeaked();
   let o: Options;
   try {
     o = parseOptions(process.argv);

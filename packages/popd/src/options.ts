@@ -2,11 +2,21 @@
  * popd's command line, OpenBSD style:
  * popd [-dhnVv] -a authtab -u usertab -c cert -k key -l address[:port] [-l ...]
  *      [-s address[:port]] [-e subdir] [-U user] [-C chrootdir] [-m maxconn]
- *      [-M maxperaddr] [-t logintimeout] [-i idletimeout]
+ *      [-M maxperaddr] [-t logintimeout] [-i idletimeout] [-A authpops]
+ *      [-W uid | session] [-K workeridle]
  */
 import net from 'node:net';
 import { Command, InvalidArgumentError } from 'commander';
+import {
+  DEFAULT_AUTHPOPS,
+  DEFAULT_IDLE_TIMEOUT_S,
+  DEFAULT_LOGIN_TIMEOUT_S,
+  DEFAULT_MAX_CONN,
+  DEFAULT_MAX_PER_ADDR,
+  DEFAULT_WORKER_IDLE_S,
+} from '@popd/shared/params';
 import { VERSION } from '@popd/shared/version';
+import type { Isolation } from './wrkrpop-supervisor';
 
 export interface Listen {
   host: string;
@@ -28,6 +38,9 @@ export interface Options {
   maxPerAddr: number;
   loginTimeoutMs: number;
   idleTimeoutMs: number;
+  authpops: number;
+  isolation: Isolation;
+  workerIdleMs: number;
   foreground: boolean;
   verbosity: number;
   check: boolean;
@@ -59,6 +72,11 @@ function positive(max: number) {
   };
 }
 
+function isolationArg(value: string): Isolation {
+  if (value !== 'uid' && value !== 'session') throw new InvalidArgumentError('expected uid or session');
+  return value;
+}
+
 interface Raw {
   authtab: string;
   usertab: string;
@@ -73,6 +91,9 @@ interface Raw {
   maxperaddr: number;
   logintimeout: number;
   idletimeout: number;
+  authpops: number;
+  workers: Isolation;
+  workeridle: number;
   debug?: boolean;
   verbose: number;
   check?: boolean;
@@ -81,7 +102,7 @@ interface Raw {
 export function program(): Command {
   return new Command('popd')
     .description('Privilege-separated POP3 server for maildirs (TLS 1.3 only).')
-    .usage('[-dhnVv] -a authtab -u usertab -c cert -k key -l address[:port] [-l ...] [-s address[:port]] [-e subdir] [-U user] [-C chrootdir] [-m maxconn] [-M maxperaddr] [-t logintimeout] [-i idletimeout]')
+    .usage('[-dhnVv] -a authtab -u usertab -c cert -k key -l address[:port] [-l ...] [-s address[:port]] [-e subdir] [-U user] [-C chrootdir] [-m maxconn] [-M maxperaddr] [-t logintimeout] [-i idletimeout] [-A authpops] [-W uid | session] [-K workeridle]')
     .requiredOption('-a, --authtab <authtab>', 'user names and bcrypt hashes')
     .requiredOption('-u, --usertab <usertab>', 'user names and uid:gid:maildir')
     .requiredOption('-c, --cert <cert>', 'TLS certificate chain (PEM)')
@@ -91,10 +112,13 @@ export function program(): Command {
     .option('-e, --subdir <subdir>', 'the maildir is maildirstring/subdir')
     .option('-U, --user <user>', 'unprivileged user for authpop', '_pop3d')
     .option('-C, --chroot <chrootdir>', "authpop's empty chroot directory", '/var/empty')
-    .option('-m, --maxconn <maxconn>', 'most connections at once', positive(1_000_000), 1000)
-    .option('-M, --maxperaddr <maxperaddr>', 'most connections at once from one address', positive(1_000_000), 20)
-    .option('-t, --logintimeout <seconds>', 'time to log in', positive(86_400), 30)
-    .option('-i, --idletimeout <seconds>', 'idle time after login before the session ends', positive(86_400), 600)
+    .option('-m, --maxconn <maxconn>', 'most connections at once', positive(1_000_000), DEFAULT_MAX_CONN)
+    .option('-M, --maxperaddr <maxperaddr>', 'most connections at once from one address', positive(1_000_000), DEFAULT_MAX_PER_ADDR)
+    .option('-t, --logintimeout <seconds>', "the client's time to log in", positive(86_400), DEFAULT_LOGIN_TIMEOUT_S)
+    .option('-i, --idletimeout <seconds>', 'idle time after login before the session ends', positive(86_400), DEFAULT_IDLE_TIMEOUT_S)
+    .option('-A, --authpops <count>', 'authpop processes (TLS and login)', positive(256), DEFAULT_AUTHPOPS)
+    .option('-W, --workers <uid|session>', 'one wrkrpop process per uid (serving many sessions) or per session', isolationArg, 'uid')
+    .option('-K, --workeridle <seconds>', 'a per-uid wrkrpop without sessions for this long exits', positive(86_400), DEFAULT_WORKER_IDLE_S)
     .option('-d, --debug', 'stay in the foreground and log to stderr')
     .option('-v, --verbose', 'more log detail (repeatable)', (_: string | boolean, n: number) => n + 1, 0)
     .option('-n, --check', 'check the configuration and exit (0 good, 1 problems)')
@@ -126,6 +150,9 @@ export function parseOptions(argv: string[]): Options {
     maxPerAddr: o.maxperaddr,
     loginTimeoutMs: o.logintimeout * 1000,
     idleTimeoutMs: o.idletimeout * 1000,
+    authpops: o.authpops,
+    isolation: o.workers,
+    workerIdleMs: o.workeridle * 1000,
     foreground: o.debug === true,
     verbosity: o.verbose,
     check: o.check === true,

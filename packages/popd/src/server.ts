@@ -1,15 +1,16 @@
 /**
- * popd's server: listeners (accept paused, never read), connection caps,
- * hand-off to authpop, password checks, workers, reload and shutdown.
+ * Root code: popd's server (docs/architecture.md, "popd"): listeners
+ * (accept paused, never read), connection caps, hand-off to an authpop,
+ * password checks, sessions on workers, reload and shutdown.
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import nacl from 'tweetnacl';
-import type { AuthRequest, AuthVerdict, NewConnection, VerdictCode } from '@popd/shared/ipc';
+import { AuthRequest, AuthVerdict, NewConnection, PROTOCOL, VerdictCode } from '@popd/shared/ipc';
+import { FAIL_DELAY_MS, GRACE_MS, IN_USE_WAIT_MS, KILL_AFTER_MS, MAX_CHECKS, MAX_QUEUED, MAX_REFUSING, maxWaitingChecks } from '@popd/shared/params';
 import { isRoot } from '@popd/shared/privdrop';
 import { loadTables, Tables } from '@popd/shared/tables';
-import { Authpop } from './authpop';
+import { AuthpopSlot, AuthpopSupervisor } from './authpop-supervisor';
 import { BcryptPool } from './bcryptpool';
 import { checkCertKey } from './checks';
 import type { Logs } from './childlog';
@@ -17,25 +18,17 @@ import { ConnLimits } from './limits';
 import type { Listen, Options } from './options';
 import { AUTHPOP, WRKRPOP } from './paths';
 import { dummySalt, Verifier } from './verifier';
-import { Workers } from './workers';
-
-/** After a failed login, authpop waits this long before answering. */
-const FAIL_DELAY_MS = 1_000;
-/** bcrypt checks at once (one thread each, at most one per core), and waiting; more get [SYS/TEMP]. */
-const MAX_CHECKS = Math.max(1, Math.min(4, os.availableParallelism()));
-const MAX_WAITING_CHECKS = 256;
-/** Connections over a cap that authpop is still telling so; beyond this they are just closed. */
-const MAX_REFUSING = 64;
-/** Connections accepted while authpop restarts wait for it, this many at most. */
-const MAX_QUEUED = 256;
-/** How long a login waits for the user's previous session to end before [IN-USE]. */
-const IN_USE_WAIT_MS = 1_000;
-/** SIGTERM: how long sessions may take to end before they are ended. */
-const GRACE_MS = 10_000;
-const KILL_AFTER_MS = 2_000;
+import { WrkrpopSupervisor } from './wrkrpop-supervisor';
 
 const users = (t: Tables): string => `${t.users.size} user${t.users.size === 1 ? '' : 's'}`;
 const newId = (): string => Buffer.from(nacl.randomBytes(12)).toString('hex');
+
+/**
+ * The descriptor of an accepted socket, to pass to authpop. Node keeps it
+ * in an internal field (its own IPC reads it there to pass a socket); it
+ * has no public accessor.
+ */
+const fdOf = (sock: net.Socket): number => (sock as unknown as { _handle: { fd: number } })._handle.fd;
 
 export class Server {
   private tables: Tables;
@@ -49,9 +42,9 @@ export class Server {
   private readonly loggedIn = new Set<string>();
   private readonly queue: Array<{ m: NewConnection; sock: net.Socket }> = [];
   private readonly bcrypt = new BcryptPool(MAX_CHECKS);
-  private readonly verifier = new Verifier(MAX_CHECKS, MAX_WAITING_CHECKS, (pass, salt) => this.bcrypt.hash(pass, salt));
-  private readonly authpop: Authpop;
-  private readonly workers: Workers;
+  private readonly verifier: Verifier;
+  private readonly authpops: AuthpopSupervisor;
+  private readonly workers: WrkrpopSupervisor;
   private stopping = false;
 
   constructor(
@@ -63,40 +56,49 @@ export class Server {
     this.tables = tables;
     this.salt = dummySalt(tables.auth.values());
     this.limits = new ConnLimits(o.maxConn, o.maxPerAddr);
+    this.verifier = new Verifier(MAX_CHECKS, maxWaitingChecks(o.maxConn), (pass, salt) => this.bcrypt.hash(pass, salt));
     const log = logs.log;
-    this.authpop = new Authpop(
+    const forget = (id: string): void => {
+      this.limits.remove(id);
+      this.refusing.delete(id);
+      this.loggedIn.delete(id);
+      this.asking.delete(id);
+    };
+    this.authpops = new AuthpopSupervisor(
+      o.authpops,
       AUTHPOP,
-      { t: 'config', cert: o.cert, key: o.key, drop, loginTimeoutMs: o.loginTimeoutMs, failDelayMs: FAIL_DELAY_MS, verbosity: o.verbosity },
+      { t: 'config', v: PROTOCOL, cert: o.cert, key: o.key, drop, loginTimeoutMs: o.loginTimeoutMs, failDelayMs: FAIL_DELAY_MS, verbosity: o.verbosity },
       {
         ready: () => this.flushQueue(),
-        auth: (m) => void this.login(m),
-        closed: (id) => {
-          this.limits.remove(id);
-          this.refusing.delete(id);
-          this.loggedIn.delete(id);
-        },
-        exited: () => {
-          // Its sockets died with it: only the connections still waiting for an authpop hold a slot.
-          this.limits.clear();
-          this.refusing.clear();
-          this.asking.clear();
-          this.loggedIn.clear();
-          for (const { m } of this.queue) this.limits.add(m.id, m.address);
+        auth: (m, from) => void this.login(m, from),
+        closed: forget,
+        lost: (ids) => {
+          for (const id of ids) forget(id);
         },
       },
       log,
       logs.child,
     );
-    this.workers = new Workers({ script: WRKRPOP, drop: isRoot(), idleTimeoutMs: o.idleTimeoutMs, verbosity: o.verbosity, log, child: logs.child });
+    this.workers = new WrkrpopSupervisor({
+      script: WRKRPOP,
+      isolation: o.isolation,
+      drop: isRoot(),
+      idleTimeoutMs: o.idleTimeoutMs,
+      workerIdleMs: o.workerIdleMs,
+      verbosity: o.verbosity,
+      log,
+      sink: logs.child,
+    });
+    this.workers.setTables(tables);
   }
 
-  /** Binds every listener (one line per failure), then starts authpop and a spare worker. */
+  /** Binds every listener (one line per failure), then starts the authpops and the spare workers. */
   async start(): Promise<void> {
     for (const l of this.o.listen) this.servers.push(await this.bind(l));
-    await this.authpop.start();
+    await this.authpops.start();
     this.workers.warm();
     const where = this.o.listen.map((l) => `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}${l.mode === 'stls' ? ' (STLS)' : ''}`).join(', ');
-    this.logs.log.info(`listening on ${where}; ${users(this.tables)}`);
+    this.logs.log.info(`listening on ${where}; ${users(this.tables)}; ${this.o.authpops} authpop, workers per ${this.o.isolation}`);
   }
 
   private bind(l: Listen): Promise<net.Server> {
@@ -114,6 +116,14 @@ export class Server {
     });
   }
 
+  /** Hands the socket to an authpop (it gets a copy of the descriptor) and closes popd's. */
+  private handOver(a: AuthpopSlot, m: NewConnection, sock: net.Socket): boolean {
+    const ok = !sock.destroyed && a.send(m, fdOf(sock));
+    if (ok) a.conns.add(m.id);
+    sock.destroy();
+    return ok;
+  }
+
   private accept(sock: net.Socket, mode: 'tls' | 'stls'): void {
     sock.on('error', () => sock.destroy());
     const address = sock.remoteAddress;
@@ -124,23 +134,21 @@ export class Server {
     }
     const id = newId();
     const m: NewConnection = { t: 'conn', id, address, port, mode };
+    const a = this.authpops.pick();
     const cap = this.limits.admit(address);
     if (cap !== 'ok') {
       this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit)`);
-      if (this.refusing.size >= MAX_REFUSING || !this.authpop.isReady) {
+      if (this.refusing.size >= MAX_REFUSING || a === null) {
         sock.destroy();
         return;
       }
       this.refusing.add(id);
-      this.authpop.send({ ...m, refuse: 'too many connections' }, sock);
+      if (!this.handOver(a, { ...m, refuse: 'too many connections' }, sock)) this.refusing.delete(id);
       return;
     }
     this.limits.add(id, address);
-    if (this.authpop.isReady) {
-      if (!this.authpop.send(m, sock)) {
-        this.limits.remove(id);
-        sock.destroy();
-      }
+    if (a !== null) {
+      if (!this.handOver(a, m, sock)) this.limits.remove(id);
       return;
     }
     if (this.queue.length >= MAX_QUEUED) {
@@ -152,17 +160,17 @@ export class Server {
   }
 
   private flushQueue(): void {
-    for (const { m, sock } of this.queue.splice(0)) {
-      if (sock.destroyed || !this.authpop.send(m, sock)) {
-        this.limits.remove(m.id);
-        sock.destroy();
-      }
+    while (this.queue.length > 0) {
+      const a = this.authpops.pick();
+      if (a === null) return;
+      const { m, sock } = this.queue.shift()!;
+      if (!this.handOver(a, m, sock)) this.limits.remove(m.id);
     }
   }
 
-  private refuse(id: string, code: VerdictCode, text: string): void {
+  private refuse(a: AuthpopSlot, id: string, code: VerdictCode, text: string): void {
     const v: AuthVerdict = { t: 'verdict', id, ok: false, code, text };
-    this.authpop.send(v);
+    a.send(v);
   }
 
   /**
@@ -170,45 +178,46 @@ export class Server {
    * asks so; an authpop that does not (a compromised one flooding checks
    * it never waits for) is killed, and popd starts a new one.
    */
-  private async login(m: AuthRequest): Promise<void> {
+  private async login(m: AuthRequest, a: AuthpopSlot): Promise<void> {
     if (this.asking.has(m.id) || this.loggedIn.has(m.id)) {
-      this.logs.log.err(`authpop asked for a second login on connection ${m.id}; killing it`);
-      this.authpop.kill('SIGKILL');
+      this.logs.log.err(`authpop[${a.pid}] asked for a second login on connection ${m.id}; killing it`);
+      a.kill('SIGKILL');
       return;
     }
     this.asking.add(m.id);
     try {
-      await this.checkLogin(m);
+      await this.checkLogin(m, a);
     } finally {
       this.asking.delete(m.id);
     }
   }
 
-  private async checkLogin(m: AuthRequest): Promise<void> {
-    // Only a connection authpop holds may log in; it may be gone after each wait.
-    if (!this.limits.has(m.id)) return;
+  private async checkLogin(m: AuthRequest, a: AuthpopSlot): Promise<void> {
+    // Only a connection this authpop holds may log in; it may be gone after each wait.
+    const held = (): boolean => a.conns.has(m.id);
     const tables = this.tables;
     const ok = await this.verifier.check(tables.auth.get(m.user), this.salt, m.pass);
-    if (!this.limits.has(m.id)) return;
-    if (ok === null) return this.refuse(m.id, 'SYS/TEMP', 'server busy, try again later');
+    if (!held()) return;
+    if (ok === null) return this.refuse(a, m.id, 'SYS/TEMP', 'server busy, try again later');
     const info = tables.users.get(m.user);
-    if (!ok || info === undefined) return this.refuse(m.id, 'AUTH', 'invalid user name or password');
+    if (!ok || info === undefined) return this.refuse(a, m.id, 'AUTH', 'invalid user name or password');
     if (!isRoot() && info.uid !== process.getuid!()) {
       this.logs.log.warning(`${m.user}: uid ${info.uid} cannot be served in unprivileged mode (running as uid ${process.getuid!()})`);
-      return this.refuse(m.id, 'SYS/PERM', 'this server cannot serve this user');
+      return this.refuse(a, m.id, 'SYS/PERM', 'this server cannot serve this user');
     }
-    // A client that logs in again right after QUIT may be a moment ahead of its old worker's exit.
+    // A client that logs in again right after QUIT may be a moment ahead of its old session's end.
     if (this.workers.inUse(m.user)) {
       await this.workers.waitFree(m.user, IN_USE_WAIT_MS);
-      if (!this.limits.has(m.id)) return;
+      if (!held()) return;
     }
-    if (this.stopping) return this.refuse(m.id, 'SYS/TEMP', 'server shutting down');
-    if (this.workers.inUse(m.user)) return this.refuse(m.id, 'IN-USE', 'mailbox already in use by another session');
-    const w = this.workers.start(info);
+    if (this.stopping) return this.refuse(a, m.id, 'SYS/TEMP', 'server shutting down');
+    if (this.workers.inUse(m.user)) return this.refuse(a, m.id, 'IN-USE', 'mailbox already in use by another session');
+    const fd = this.workers.startSession(info);
+    if (fd === null) return this.refuse(a, m.id, 'SYS/TEMP', 'mailbox unavailable, try again later');
     this.loggedIn.add(m.id);
-    this.logs.log.debug(`session for ${m.user}: wrkrpop[${w.pid}]`);
-    // stdin of a 'pipe' stdio is one end of a socketpair: a net.Socket, typed as a Writable.
-    if (!this.authpop.send({ t: 'verdict', id: m.id, ok: true, user: m.user }, w.stdin as net.Socket)) w.kill('SIGTERM');
+    a.send({ t: 'verdict', id: m.id, ok: true, user: m.user }, fd);
+    // The worker sees the session end when authpop's copy closes (or never arrives).
+    fs.closeSync(fd);
   }
 
   /** SIGHUP: new tables only when both load without a problem; the certificate and key likewise (a renewal needs no restart). */
@@ -222,6 +231,7 @@ export class Server {
     }
     this.tables = t.value;
     this.salt = dummySalt(t.value.auth.values());
+    this.workers.setTables(t.value);
     this.logs.log.info(`reloaded tables: ${users(t.value)}`);
   }
 
@@ -233,7 +243,7 @@ export class Server {
       return;
     }
     // authpop cannot read the files from its chroot: it gets their text. A restarted authpop reads them itself.
-    this.authpop.send({ t: 'tls', cert: fs.readFileSync(this.o.cert, 'utf8'), key: fs.readFileSync(this.o.key, 'utf8') });
+    this.authpops.broadcast({ t: 'tls', cert: fs.readFileSync(this.o.cert, 'utf8'), key: fs.readFileSync(this.o.key, 'utf8') });
   }
 
   /** SIGTERM: no new connections; sessions get GRACE_MS to end; then everything is ended. */
@@ -243,15 +253,15 @@ export class Server {
     this.logs.log.info('shutting down');
     for (const s of this.servers) s.close();
     for (const { sock } of this.queue.splice(0)) sock.destroy();
-    this.workers.stopSpare();
-    this.authpop.shutdown();
-    const idle = (): boolean => !this.authpop.running && this.workers.sessions === 0;
+    this.workers.stop();
+    this.authpops.shutdown();
+    const idle = (): boolean => !this.authpops.running && this.workers.sessions === 0;
     if (!(await waitUntil(idle, GRACE_MS))) {
       this.logs.log.notice(`ending ${this.workers.sessions} sessions still open after ${GRACE_MS / 1000} s`);
-      this.authpop.kill('SIGTERM');
+      this.authpops.kill('SIGTERM');
       this.workers.signalAll('SIGTERM');
       if (!(await waitUntil(idle, KILL_AFTER_MS))) {
-        this.authpop.kill('SIGKILL');
+        this.authpops.kill('SIGKILL');
         this.workers.signalAll('SIGKILL');
         await waitUntil(idle, KILL_AFTER_MS);
       }

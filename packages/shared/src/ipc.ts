@@ -1,10 +1,19 @@
 /**
- * Every message that crosses a process boundary, in one union. Transport:
- * Node's IPC channel (a Unix socketpair); sockets travel beside a message as
- * passed file descriptors. popd treats what authpop and wrkrpop send as
- * hostile: parseFromChild checks the shape before anything is used.
+ * Every message that crosses a process boundary, in one place (docs/architecture.md,
+ * "IPC"). Transport: one SOCK_SEQPACKET channel per child (@popd/channel), one
+ * JSON object per datagram, at most one descriptor beside it, and only from
+ * popd to a child. popd treats what authpop and wrkrpop send as hostile:
+ * parseFromAuthpop and parseFromWorker check the shape before anything is
+ * used, and a child that sends anything else is killed.
  */
 import { Level, isLevel } from './log';
+
+/**
+ * The protocol's version, in popd's first message to a child and in the
+ * child's first answer: a child started from a newer or older install (an
+ * upgrade replaces the files under a running popd) refuses to run.
+ */
+export const PROTOCOL = 2;
 
 /** A log record from a chrooted child; popd writes it under the child's ident and pid. */
 export interface LogRecord {
@@ -13,11 +22,18 @@ export interface LogRecord {
   msg: string;
 }
 
+/** A child's first message, once it is configured (and confined). */
+export interface Ready {
+  t: 'ready';
+  v: number;
+}
+
 // ---- popd -> authpop ----
 
 /** First message: authpop reads cert and key as root, then chroots and drops. */
 export interface AuthpopConfig {
   t: 'config';
+  v: number;
   cert: string;
   key: string;
   /** Chroot directory and user to become; null in unprivileged mode. */
@@ -28,7 +44,7 @@ export interface AuthpopConfig {
   verbosity: number;
 }
 
-/** A client socket (passed as a handle), paused, never read by popd. */
+/** A client socket (its descriptor beside the message), never read by popd. */
 export interface NewConnection {
   t: 'conn';
   id: string;
@@ -43,7 +59,7 @@ export interface NewConnection {
 /** SYS/PERM: right password, but this server cannot serve that user (unprivileged mode, another uid). */
 export type VerdictCode = 'AUTH' | 'IN-USE' | 'SYS/TEMP' | 'SYS/PERM';
 
-/** popd's answer to an AuthRequest. With ok, the worker's socket is passed beside it. */
+/** popd's answer to an AuthRequest. With ok, the session's socket (to the worker) is beside it. */
 export type AuthVerdict =
   | { t: 'verdict'; id: string; ok: true; user: string }
   | { t: 'verdict'; id: string; ok: false; code: VerdictCode; text: string };
@@ -55,15 +71,12 @@ export interface TlsReload {
   key: string;
 }
 
+/** authpop: finish the connections that are logged in, close the others, exit. wrkrpop: see Retire. */
 export interface Shutdown {
   t: 'shutdown';
 }
 
 // ---- authpop -> popd ----
-
-export interface Ready {
-  t: 'ready';
-}
 
 export interface AuthRequest {
   t: 'auth';
@@ -80,51 +93,89 @@ export interface ConnClosed {
 
 // ---- popd -> wrkrpop ----
 
-/** Which mailbox a (possibly pre-started) worker serves, as whom. */
-export interface WorkerStart {
-  t: 'start';
-  user: string;
-  maildir: string;
+/**
+ * First message to a worker (a warm spare until now): chroot into root and
+ * drop to uid:gid (drop: popd is root), or, unprivileged, check the uid.
+ */
+export interface WorkerConfine {
+  t: 'confine';
+  v: number;
   uid: number;
   gid: number;
-  /** chroot into the maildir and drop to uid:gid (popd is root). */
+  /** Absolute: the directory that holds every maildir this worker may serve. */
+  root: string;
   drop: boolean;
+  /** A session's idle limit. */
   idleTimeoutMs: number;
   verbosity: number;
 }
 
-// ---- popd (detached) -> the popd command that started it ----
+/** One session; the worker's end of the session's socket is beside it. */
+export interface WorkerSession {
+  t: 'session';
+  sid: string;
+  user: string;
+  /** The maildir relative to the worker's root ("" is the root itself); built from usertab only. */
+  maildir: string;
+}
 
-/** Without -d popd runs detached; the command waits for this, prints the error if any, and exits. */
-export interface Started {
-  t: 'started';
-  error: string | null;
+/** No more sessions come: exit when the last one ends. */
+export interface Retire {
+  t: 'retire';
+}
+
+// ---- wrkrpop -> popd ----
+
+/** A session has ended (the user may log in again). */
+export interface SessionEnded {
+  t: 'ended';
+  sid: string;
 }
 
 export type PopdToAuthpop = AuthpopConfig | NewConnection | AuthVerdict | TlsReload | Shutdown;
 export type AuthpopToPopd = Ready | AuthRequest | ConnClosed | LogRecord;
-export type PopdToWorker = WorkerStart;
-export type WorkerToPopd = LogRecord;
-export type PopdToParent = Started;
-export type IpcMessage = PopdToAuthpop | AuthpopToPopd | PopdToWorker | WorkerToPopd | PopdToParent;
+export type PopdToWorker = WorkerConfine | WorkerSession | Retire;
+export type WorkerToPopd = Ready | SessionEnded | LogRecord;
+
+export function encode(m: PopdToAuthpop | AuthpopToPopd | PopdToWorker | WorkerToPopd): Buffer {
+  return Buffer.from(JSON.stringify(m), 'utf8');
+}
+
+/** A datagram's JSON object, or null: bytes from a child are anything. */
+export function decode(data: Buffer): Record<string, unknown> | null {
+  try {
+    const x: unknown = JSON.parse(data.toString('utf8'));
+    return typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
 
 const MAX_FIELD = 1024;
+export const MAX_ID = 64;
 
-function str(x: unknown, max = MAX_FIELD): x is string {
+export function str(x: unknown, max = MAX_FIELD): x is string {
   return typeof x === 'string' && x.length <= max;
 }
 
+/** A whole number in [min, max]. */
+export function int(x: unknown, min: number, max: number): x is number {
+  return Number.isSafeInteger(x) && (x as number) >= min && (x as number) <= max;
+}
+
+function parseReady(m: Record<string, unknown>): Ready | null {
+  return int(m.v, 0, 1_000_000) ? { t: 'ready', v: m.v } : null;
+}
+
 /** Validates a message from authpop; anything else is null (and popd kills the sender). */
-export function parseFromAuthpop(x: unknown): AuthpopToPopd | null {
-  if (typeof x !== 'object' || x === null) return null;
-  const m = x as Record<string, unknown>;
+export function parseFromAuthpop(m: Record<string, unknown>): AuthpopToPopd | null {
   switch (m.t) {
     case 'ready':
-      return { t: 'ready' };
+      return parseReady(m);
     case 'auth':
-      return str(m.id, 64) && str(m.user, 255) && str(m.pass, 1024) ? { t: 'auth', id: m.id, user: m.user, pass: m.pass } : null;
+      return str(m.id, MAX_ID) && str(m.user, 255) && str(m.pass, 1024) ? { t: 'auth', id: m.id, user: m.user, pass: m.pass } : null;
     case 'closed':
-      return str(m.id, 64) ? { t: 'closed', id: m.id } : null;
+      return str(m.id, MAX_ID) ? { t: 'closed', id: m.id } : null;
     case 'log':
       return parseLog(m);
     default:
@@ -132,11 +183,20 @@ export function parseFromAuthpop(x: unknown): AuthpopToPopd | null {
   }
 }
 
-export function parseFromWorker(x: unknown): WorkerToPopd | null {
-  if (typeof x !== 'object' || x === null) return null;
-  return parseLog(x as Record<string, unknown>);
+/** Validates a message from a worker; anything else is null (and popd kills the sender). */
+export function parseFromWorker(m: Record<string, unknown>): WorkerToPopd | null {
+  switch (m.t) {
+    case 'ready':
+      return parseReady(m);
+    case 'ended':
+      return str(m.sid, MAX_ID) ? { t: 'ended', sid: m.sid } : null;
+    case 'log':
+      return parseLog(m);
+    default:
+      return null;
+  }
 }
 
 function parseLog(m: Record<string, unknown>): LogRecord | null {
-  return m.t === 'log' && isLevel(m.level) && str(m.msg, 4096) ? { t: 'log', level: m.level, msg: m.msg } : null;
+  return isLevel(m.level) && str(m.msg, 4096) ? { t: 'log', level: m.level, msg: m.msg } : null;
 }

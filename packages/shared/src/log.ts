@@ -1,7 +1,7 @@
 /**
  * Logging. popd and popmda write to syslog (facility mail) themselves;
  * authpop and wrkrpop are chrooted and cannot reach /dev/log reliably, so they
- * send records over their IPC channel and popd writes them under the child's
+ * send records over their channel to popd, and popd writes them under the child's
  * ident and pid. Every message is escaped: user names and addresses come
  * from the network. Never pass a password, a hash or message text here.
  */
@@ -77,26 +77,11 @@ export function stderrSink(ident: string): Sink {
   };
 }
 
-/** IPC log records handed to the channel but not yet written, and who waits for them. */
-let ipcPending = 0;
-const ipcWaiters: (() => void)[] = [];
-
-/** For chrooted children: records go to popd over the IPC channel. */
-export function ipcSink(fallback: Sink): Sink {
+/** For chrooted children: records go to popd over the channel; send is false once popd is gone. */
+export function channelSink(send: (level: Level, msg: string) => boolean, fallback: Sink): Sink {
   return (level, msg) => {
-    if (process.send && process.connected) {
-      ipcPending++;
-      // The callback also runs when the write fails: nobody waits forever.
-      process.send({ t: 'log', level, msg }, () => {
-        if (--ipcPending === 0) for (const w of ipcWaiters.splice(0)) w();
-      });
-    } else fallback(level, msg);
+    if (!send(level, msg)) fallback(level, msg);
   };
-}
-
-/** Resolves once every record ipcSink sent is written: call before process.exit, or the last records may be lost. */
-export function ipcFlushed(): Promise<void> {
-  return ipcPending === 0 ? Promise.resolve() : new Promise((resolve) => ipcWaiters.push(resolve));
 }
 
 export function isLevel(x: unknown): x is Level {

@@ -24,13 +24,15 @@ export interface DropTarget {
   gid: number;
   /** Directory to chroot into, or null for none. */
   root: string | null;
+  /** What root must turn out to be (checked by lstat before): a root swapped since is refused. */
+  expect?: { dev: number; ino: number };
 }
 
 /** chroot, setgroups, setgid, setuid: in that order, then verified. */
 export function dropPrivileges(t: DropTarget): void {
   if (t.uid === 0 || t.gid === 0) throw new Error('refusing to run as uid or gid 0');
   if (t.root !== null) {
-    const before = fs.statSync(t.root);
+    const before = t.expect ?? fs.statSync(t.root);
     posix.chroot(t.root);
     process.chdir('/');
     const after = fs.statSync('/');

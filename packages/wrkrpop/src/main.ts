@@ -1,73 +1,138 @@
 #!/usr/bin/env node
 /**
- * wrkrpop: one process per logged-in user, serving TRANSACTION and UPDATE
- * on its stdin, a full-duplex socketpair whose other end authpop relays.
- * popd may start it before anyone logs in (a warm spare), so every module is
- * loaded here, before the one start message says whose mailbox this is; then
- * it confines itself (chroot and drop, or the unprivileged check), answers
- * the login with its first line, serves, and exits. Logs go to popd over IPC.
+ * wrkrpop: serves TRANSACTION and UPDATE for the sessions popd gives it
+ * (docs/architecture.md, "wrkrpop"). popd starts it ahead of need (a warm
+ * spare, root, holding only its channel), so every module is loaded here,
+ * before the first message says whom to become; confine() then chroots and
+ * drops, and from there on it runs as the mail user. Each session arrives
+ * as a message naming the user and the maildir (from usertab, relative to
+ * the root) with the session's socket beside it; the first line on that
+ * socket answers the login. Per uid, it serves many sessions until popd
+ * retires it; per session, popd retires it with its one session.
  */
+import fs from 'node:fs';
 import net from 'node:net';
-import { Logger, ipcFlushed, ipcSink, stderrSink } from '@popd/shared/log';
-import { EX_IOERR, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE } from '@popd/shared/sysexits';
-import { Outcome, serve } from './serve';
-import { Refusal, confine, parseStart } from './start';
+import path from 'node:path';
+import { PROTOCOL, WorkerConfine } from '@popd/shared/ipc';
+import { checkDir } from '@popd/shared/safepath';
+import { EX_NOPERM, EX_OK, EX_SOFTWARE } from '@popd/shared/sysexits';
+import { ToPopd } from '@popd/shared/topopd';
+import { serve } from './serve';
+import { confine, isRetire, parseConfine, parseSession, Refusal, UNAVAILABLE } from './start';
 
-const log = new Logger(ipcSink(stderrSink('wrkrpop')));
+const popd = new ToPopd('wrkrpop');
+const log = popd.log;
 
-const EXIT: Record<Outcome, number> = { quit: EX_OK, eof: EX_OK, timeout: EX_OK, error: EX_IOERR, 'in-use': EX_TEMPFAIL, unavailable: EX_TEMPFAIL };
+/** Set by the first message: the confinement and the root as this process sees it. */
+let confined: { c: WorkerConfine; root: string } | null = null;
+/** The confinement failed: every session gets this answer, then the process exits. */
+let refused: Refusal | null = null;
+const sessions = new Set<string>();
+let retired = false;
 
 async function exit(code: number): Promise<never> {
   // Bounded: a popd that stopped reading must not keep this process alive.
-  await Promise.race([ipcFlushed(), new Promise((r) => setTimeout(r, 2000).unref())]);
+  await Promise.race([popd.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);
   process.exit(code);
 }
 
-/** The client's end: fd 0, a socketpair, readable and writable. Made only after the start message. */
-function clientSocket(): net.Socket {
-  return new net.Socket({ fd: 0, readable: true, writable: true, allowHalfOpen: true });
+function exitWhenDone(): void {
+  if (retired && sessions.size === 0) void exit(refused === null ? EX_OK : EX_NOPERM);
 }
 
-async function start(raw: unknown): Promise<never> {
-  const s = parseStart(raw);
-  if (!s) {
-    log.err('invalid start message');
-    return exit(EX_SOFTWARE);
+function socketOf(fd: number): net.Socket {
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+}
+
+/** The only line of a session that cannot be served. */
+function sayLast(fd: number, line: string): Promise<void> {
+  const io = socketOf(fd);
+  io.on('error', () => undefined);
+  return new Promise<void>((resolve) => {
+    io.once('close', resolve);
+    io.end(line + '\r\n', resolve);
+  });
+}
+
+function onConfine(m: Record<string, unknown>): void {
+  const c = parseConfine(m);
+  if (c === null) {
+    log.err(m.v !== PROTOCOL ? `popd speaks protocol ${String(m.v)}, this wrkrpop ${PROTOCOL}: restart popd after an upgrade` : 'invalid confine message');
+    void exit(EX_SOFTWARE);
+    return;
   }
-  log.verbosity = s.verbosity;
-  let maildir: string;
+  log.verbosity = c.verbosity;
   try {
-    maildir = confine(s);
+    confined = { c, root: confine(c) };
+    popd.send({ t: 'ready', v: PROTOCOL });
   } catch (err) {
     if (!(err instanceof Refusal)) throw err;
     log.err(err.message);
-    const io = clientSocket();
-    io.on('error', () => undefined);
-    await new Promise<void>((r) => io.end(err.answer + '\r\n', r));
-    return exit(EX_NOPERM);
+    refused = err;
+    // popd learns of it from the exit; the sessions already sent get the answer first.
+    retired = true;
+    setTimeout(exitWhenDone, 100).unref();
   }
-  const summary = await serve(clientSocket(), { user: s.user, maildir, idleTimeoutMs: s.idleTimeoutMs, log });
-  return exit(EXIT[summary.outcome]);
+}
+
+async function onSession(m: Record<string, unknown>, fd: number): Promise<void> {
+  const s = parseSession(m);
+  if (s === null || (confined === null && refused === null)) {
+    log.err(s === null ? 'invalid session message' : 'session before confine');
+    fs.closeSync(fd);
+    return void exit(EX_SOFTWARE);
+  }
+  sessions.add(s.sid);
+  try {
+    if (refused !== null) await sayLast(fd, refused.answer);
+    else await serveOne(s.user, s.maildir, fd);
+  } finally {
+    sessions.delete(s.sid);
+    popd.send({ t: 'ended', sid: s.sid });
+    exitWhenDone();
+  }
+}
+
+async function serveOne(user: string, rel: string, fd: number): Promise<void> {
+  const { c, root } = confined!;
+  const maildir = path.join(root, rel);
+  try {
+    // As the mail user: no component of the maildir below the root is a link, and the maildir is the user's own.
+    checkDir(maildir, c.uid, { from: root, ownDir: true });
+  } catch (err) {
+    log.err(`user ${user}: maildir refused: ${(err as Error).message}`);
+    return sayLast(fd, UNAVAILABLE);
+  }
+  const io = socketOf(fd);
+  await serve(io, { user, maildir, idleTimeoutMs: c.idleTimeoutMs, log });
+  // Closed, not just ended: the process goes on, and authpop's relay ends the client when the worker's side is gone.
+  io.destroy();
 }
 
 function main(): void {
-  if (!process.send) {
-    process.stderr.write('wrkrpop: must be started by popd (no IPC channel)\n');
-    process.exit(EX_USAGE);
-  }
-  // Log records fall back to stderr when popd is gone; a broken pipe there must not end the session.
+  // Log records fall back to stderr when popd is gone; a broken pipe there must not end a session.
   process.stderr.on('error', () => undefined);
-  let started = false;
-  process.once('message', (m) => {
-    started = true;
-    start(m).catch((err: unknown) => {
-      log.err(`internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  popd.onMessage((m, fd) => {
+    if (m.t === 'confine' && confined === null && refused === null) onConfine(m);
+    else if (m.t === 'session' && fd !== null) {
+      onSession(m, fd).catch((err: unknown) => {
+        log.err(`internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+        void exit(EX_SOFTWARE);
+      });
+      return;
+    } else if (isRetire(m)) {
+      retired = true;
+      exitWhenDone();
+    } else {
+      log.err(`unexpected message ${String(m.t)}`);
       void exit(EX_SOFTWARE);
-    });
+    }
+    if (fd !== null) fs.closeSync(fd);
   });
-  // popd went away before it said whose mailbox this is: nothing to do.
-  process.once('disconnect', () => {
-    if (!started) process.exit(EX_OK);
+  // popd went away: the sessions under way end as they would; no new one comes.
+  popd.onClose(() => {
+    retired = true;
+    exitWhenDone();
   });
 }
 

@@ -1,50 +1,53 @@
 /**
- * The start message from popd and the confinement it asks for. Checked like
- * anything else that crosses a process boundary, then: chroot into the
- * maildir and drop to uid:gid (popd is root), or, unprivileged, serve only
- * a mailbox of the uid this process already has.
+ * Runs as root until confine() returns (docs/architecture.md,
+ * "Confinement"): popd's messages to a worker, checked like anything that
+ * crosses a process boundary, and the confinement the first one asks for:
+ * check the root directory with lstat, chroot into it and drop to uid:gid
+ * (popd is root), or, unprivileged, serve only maildirs of the uid this
+ * process already has.
  */
-import { WorkerStart } from '@popd/shared/ipc';
+import path from 'node:path';
+import { int, MAX_ID, PROTOCOL, Retire, str, WorkerConfine, WorkerSession } from '@popd/shared/ipc';
 import { dropPrivileges, isRoot } from '@popd/shared/privdrop';
+import { checkDir } from '@popd/shared/safepath';
 
-const MAX_ID = 0xfffffffe;
+const MAX_UNIX_ID = 0xfffffffe;
 
-const isId = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) <= MAX_ID;
-
-/** A valid WorkerStart, or null. */
-export function parseStart(x: unknown): WorkerStart | null {
-  if (typeof x !== 'object' || x === null) return null;
-  const m = x as Record<string, unknown>;
+/** A valid WorkerConfine, or null. */
+export function parseConfine(m: Record<string, unknown>): WorkerConfine | null {
   const ok =
-    m.t === 'start' &&
-    typeof m.user === 'string' &&
-    // Printable ASCII without spaces: the name goes into the greeting and the log.
-    /^[\x21-\x7e]{1,255}$/.test(m.user) &&
-    typeof m.maildir === 'string' &&
-    m.maildir.startsWith('/') &&
-    m.maildir.length <= 4096 &&
-    !m.maildir.includes('\0') &&
-    isId(m.uid) &&
-    isId(m.gid) &&
+    m.t === 'confine' &&
+    m.v === PROTOCOL &&
+    int(m.uid, 0, MAX_UNIX_ID) &&
+    int(m.gid, 0, MAX_UNIX_ID) &&
+    str(m.root, 4096) &&
+    m.root.startsWith('/') &&
+    !m.root.includes('\0') &&
     typeof m.drop === 'boolean' &&
-    Number.isSafeInteger(m.idleTimeoutMs) &&
-    (m.idleTimeoutMs as number) > 0 &&
-    Number.isSafeInteger(m.verbosity) &&
-    (m.verbosity as number) >= 0;
+    int(m.idleTimeoutMs, 1, Number.MAX_SAFE_INTEGER) &&
+    int(m.verbosity, 0, 100);
   if (!ok) return null;
-  return {
-    t: 'start',
-    user: m.user as string,
-    maildir: m.maildir as string,
-    uid: m.uid as number,
-    gid: m.gid as number,
-    drop: m.drop as boolean,
-    idleTimeoutMs: m.idleTimeoutMs as number,
-    verbosity: m.verbosity as number,
-  };
+  return { t: 'confine', v: PROTOCOL, uid: m.uid as number, gid: m.gid as number, root: m.root as string, drop: m.drop as boolean, idleTimeoutMs: m.idleTimeoutMs as number, verbosity: m.verbosity as number };
 }
 
-/** A start this process must not serve: answer is the client's line, reason the log's. */
+/** A valid WorkerSession, or null. */
+export function parseSession(m: Record<string, unknown>): WorkerSession | null {
+  const ok =
+    m.t === 'session' &&
+    str(m.sid, MAX_ID) &&
+    str(m.user, 255) &&
+    // Printable ASCII without spaces: the name goes into the greeting and the log.
+    /^[\x21-\x7e]{1,255}$/.test(m.user) &&
+    str(m.maildir, 4096) &&
+    !m.maildir.includes('\0') &&
+    !path.isAbsolute(m.maildir) &&
+    !m.maildir.split('/').includes('..');
+  return ok ? { t: 'session', sid: m.sid as string, user: m.user as string, maildir: m.maildir as string } : null;
+}
+
+export const isRetire = (m: Record<string, unknown>): m is Record<string, unknown> & Retire => m.t === 'retire';
+
+/** A confinement this process must not serve under: answer is each client's line, reason the log's. */
 export class Refusal extends Error {
   constructor(
     readonly answer: string,
@@ -55,20 +58,23 @@ export class Refusal extends Error {
 }
 
 const CONFIG = '-ERR [SYS/PERM] this server cannot serve that mailbox';
+export const UNAVAILABLE = '-ERR [SYS/TEMP] mailbox unavailable, try again later';
 
-/** Confines the process as s asks; returns the maildir path to serve from now on. */
-export function confine(s: WorkerStart): string {
-  if (s.uid === 0 || s.gid === 0) throw new Refusal(CONFIG, `refusing uid or gid 0 for ${s.user}`);
-  if (s.drop) {
+/** Confines the process as c asks; returns the root as this process sees it from now on ("/" once chrooted). */
+export function confine(c: WorkerConfine): string {
+  if (c.uid === 0 || c.gid === 0) throw new Refusal(CONFIG, `refusing uid or gid 0 (${c.uid}:${c.gid})`);
+  if (c.drop) {
     if (!isRoot()) throw new Refusal(CONFIG, 'asked to drop privileges but not running as root');
     try {
-      dropPrivileges({ uid: s.uid, gid: s.gid, root: s.maildir });
+      // lstat, as root, before the chroot follows anything: a root that its owner or a stranger could swap is refused.
+      const expect = checkDir(c.root, c.uid);
+      dropPrivileges({ uid: c.uid, gid: c.gid, root: c.root, expect });
     } catch (err) {
-      throw new Refusal('-ERR [SYS/TEMP] mailbox unavailable, try again later', `confinement in ${s.maildir} as ${s.uid}:${s.gid} failed: ${(err as Error).message}`);
+      throw new Refusal(UNAVAILABLE, `confinement in ${c.root} as ${c.uid}:${c.gid} failed: ${(err as Error).message}`);
     }
     return '/';
   }
   const me = process.getuid!();
-  if (s.uid !== me) throw new Refusal(CONFIG, `unprivileged mode: ${s.user} has uid ${s.uid}, this process runs as ${me}`);
-  return s.maildir;
+  if (c.uid !== me) throw new Refusal(CONFIG, `unprivileged mode: uid ${c.uid} asked, this process runs as ${me}`);
+  return c.root;
 }

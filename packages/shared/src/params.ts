@@ -1,0 +1,56 @@
+/**
+ * Tunables of the server's processes, each with the reason for its value
+ * (docs/architecture.md cites them). Command-line defaults come from here.
+ */
+import os from 'node:os';
+
+// ---- connections and logins (popd) ----
+
+/** -m: connections at once, every state; each costs a socket in popd's accept path and one in authpop. */
+export const DEFAULT_MAX_CONN = 1000;
+/** -M: connections at once from one address (a NAT or a webmail shares one). */
+export const DEFAULT_MAX_PER_ADDR = 20;
+/** -t, seconds: a client's own time to log in. The server's waits (bcrypt queue, a busy worker) are not counted. */
+export const DEFAULT_LOGIN_TIMEOUT_S = 30;
+/** -i, seconds: RFC 1939 section 3 asks for an inactivity timer of at least 10 minutes. */
+export const DEFAULT_IDLE_TIMEOUT_S = 600;
+/** A TLS handshake (implicit, or after STLS) must end within this, whatever the login time left. */
+export const HANDSHAKE_TIMEOUT_MS = 30_000;
+/** After a failed login, authpop waits this long before it answers: online guessing costs a second a try. */
+export const FAIL_DELAY_MS = 1_000;
+/** Failed logins on one connection before it is closed. */
+export const MAX_FAILURES = 3;
+/** bcrypt checks at once: one thread each, at most one per core (measured: more threads than cores only add latency). */
+export const MAX_CHECKS = Math.max(1, Math.min(4, os.availableParallelism()));
+/** Checks waiting for a thread: as many as connections, so a burst of logins queues and never fails while -m holds. */
+export const maxWaitingChecks = (maxConn: number): number => maxConn;
+/** Connections over a cap that authpop is still telling so; beyond this they are just closed. */
+export const MAX_REFUSING = 64;
+/** Connections accepted while no authpop is ready wait for one, this many at most. */
+export const MAX_QUEUED = 256;
+/** How long a login waits for the same user's previous session to end (a client back right after QUIT) before [IN-USE]. */
+export const IN_USE_WAIT_MS = 1_000;
+/** SIGTERM: how long sessions may take to end before they are ended, and then how long a signal may take. */
+export const GRACE_MS = 10_000;
+export const KILL_AFTER_MS = 2_000;
+
+// ---- children (popd supervising authpop and wrkrpop) ----
+
+/** -A: authpop processes. One per core does every TLS handshake and relay in parallel; more only add memory. */
+export const DEFAULT_AUTHPOPS = os.availableParallelism();
+/** A dead authpop is restarted after this, doubled after each quick death, up to the maximum. */
+export const MIN_BACKOFF_MS = 100;
+export const MAX_BACKOFF_MS = 30_000;
+/** A run this long resets the backoff. */
+export const STABLE_MS = 60_000;
+/** -K, seconds: a per-uid worker without sessions for this long exits (its next login waits for no start: a spare is ready). */
+export const DEFAULT_WORKER_IDLE_S = 300;
+/** Workers started ahead of need, as root and holding nothing: a login never waits for Node's start-up (about 50 ms of CPU). */
+export const SPARES_PER_UID = 1;
+/** In per-session mode every login takes one; a burst beyond them waits for processes being started. */
+export const SPARES_PER_SESSION = 4;
+/** Log lines a child may send: this many a second on average, this many at once; more are dropped and counted. */
+export const LOG_PER_SECOND = 200;
+export const LOG_BURST = 1000;
+/** Longer than any real log line: what follows is dropped up to the line's end. */
+export const MAX_CHILD_LINE = 4096;
