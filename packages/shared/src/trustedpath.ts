@@ -20,7 +20,7 @@ import path from 'node:path';
 export class UntrustedPath extends Error {
   constructor(
     message: string,
-    /** ENOENT, ENOTDIR, ELOOP, or EPERM for a component another user could replace. */
+    /** ENOENT or ENOTDIR on the way; ELOOP: the last component is a link, or too many links; EISDIR: the path is /. */
     readonly code: string,
   ) {
     super(message);
@@ -28,7 +28,7 @@ export class UntrustedPath extends Error {
 }
 
 export interface Step {
-  /** The entry, as a path without symlinks. */
+  /** The entry's path, through directories without symlinks (the entry itself may be one). */
   entry: string;
   st: fs.Stats;
   /** The directory holding it. */
