@@ -29,6 +29,8 @@ test('npm pack produces a tarball that installs with npm install -g and gives wo
     assert.ok(list.includes(`package/${f}`), `${f} is not in the tarball`);
   }
   assert.ok(!list.some((f) => f.startsWith('package/test/') || (f.endsWith('.ts') && !f.includes('/node_modules/'))), 'tests or TypeScript sources were packed');
+  // The demo (npm start) is a development tool that runs as root: not for installed systems.
+  assert.ok(!list.some((f) => f.startsWith('package/demo/') || (/\/demo\.js$/.test(f) && !f.includes('/node_modules/'))), 'the demo was packed');
 
   const prefix = path.join(dir, 'prefix');
   npm(['install', '-g', '--offline', '--prefix', prefix, tarball], dir);

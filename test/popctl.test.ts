@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
 import { BIN, isRoot, MAILUSER, run, tmpdir } from './lib/util';
@@ -363,17 +364,127 @@ test('import of an mbox locked by a delivery (flock) exits 75 and imports nothin
   assert.equal(contents(target).length, SAMPLES.length);
 });
 
-test('as root, import reads an mbox in a directory only root can enter (it is opened before the switch to the mail user)', { skip: !isRoot && 'needs root' }, async () => {
+/** Every path under dir, relative, sorted: what a refused command must leave as it was. */
+function listing(dir: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).sort();
+}
+
+/** A uid:gid that is neither root nor the mail user: another local user (as root only). */
+const OTHER = { uid: MAILUSER.uid - 1, gid: MAILUSER.gid - 1 };
+
+test('as root, import reads the source as the target maildir owner: links to another user\'s 0600 spool are refused, nothing written', { skip: !isRoot && 'needs root' }, async () => {
   const dir = tmpdir();
   const target = mkMaildir(path.join(dir, 'u', 'Maildir'));
-  const rootOnly = path.join(dir, 'rootonly');
-  fs.mkdirSync(rootOnly, { mode: 0o700 });
-  const mbox = path.join(rootOnly, 'alice');
-  fs.writeFileSync(mbox, mboxrd(SAMPLES), { mode: 0o600 });
-  const r = await popctl(['import', 'mbox', mbox, target], { asRoot: true });
-  assert.equal(r.status, 0, r.stderr);
+  // Another user's spool, as in /var/mail, and the mail user's home with links to it.
+  const spool = path.join(dir, 'spool');
+  fs.mkdirSync(spool, { mode: 0o755 });
+  const victim = path.join(spool, 'victim');
+  fs.writeFileSync(victim, mboxrd([Buffer.from('Subject: secret\n\nnot yours\n')]), { mode: 0o600 });
+  fs.chownSync(victim, OTHER.uid, OTHER.gid);
+  const home = path.join(dir, 'home');
+  fs.mkdirSync(home, { mode: 0o755 });
+  fs.symlinkSync(victim, path.join(home, 'mbox'));
+  fs.symlinkSync(spool, path.join(home, 'spooldir'));
+  fs.linkSync(victim, path.join(home, 'hardlink'));
+  for (const f of ['mbox', 'spooldir']) fs.lchownSync(path.join(home, f), MAILUSER.uid, MAILUSER.gid);
+  fs.chownSync(home, MAILUSER.uid, MAILUSER.gid);
+  const before = listing(target);
+  const link = await popctl(['import', 'mbox', path.join(home, 'mbox'), target], { asRoot: true });
+  assert.equal(link.status, 66, link.stderr);
+  assert.match(link.stderr, /mbox: is a symbolic link/);
+  for (const via of [path.join(home, 'spooldir', 'victim'), path.join(home, 'hardlink')]) {
+    const r = await popctl(['import', 'mbox', via, target], { asRoot: true });
+    assert.equal(r.status, 77, r.stderr);
+    assert.match(r.stderr, new RegExp(`permission denied; as root, popctl reads the source as the target maildir's owner \\(uid ${MAILUSER.uid}\\)`));
+  }
+  assert.deepEqual(listing(target), before, 'the refused imports wrote into the maildir');
+  // A spool the owner of the maildir can read comes in (and the next run skips it).
+  const own = path.join(home, 'own.mbox');
+  fs.writeFileSync(own, mboxrd(SAMPLES), { mode: 0o600 });
+  fs.chownSync(own, MAILUSER.uid, MAILUSER.gid);
+  const ok = await popctl(['import', 'mbox', own, target], { asRoot: true });
+  assert.equal(ok.status, 0, ok.stderr);
   assert.equal(contents(target).length, SAMPLES.length);
-  assert.match((await popctl(['import', 'mbox', mbox, target], { asRoot: true })).stdout.toString(), /imported 0 messages .*already imported/);
+  for (const f of listing(target)) assert.equal(fs.statSync(path.join(target, f)).uid, MAILUSER.uid, f);
+});
+
+test('as root, a target maildir that is a symlink or on a path another user could change is refused, nothing written', { skip: !isRoot && 'needs root' }, async (t) => {
+  // Root's directory, holding the mail user's u/ and another user's maildir.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'popd-test-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.chmodSync(dir, 0o755);
+  const mbox = path.join(dir, 'mbox');
+  fs.writeFileSync(mbox, mboxrd(SAMPLES), { mode: 0o644 });
+  const victim = path.join(dir, 'victim', 'Maildir');
+  for (const d of ['', 'cur', 'new', 'tmp']) fs.mkdirSync(path.join(victim, d), { recursive: true, mode: 0o700 });
+  for (const d of ['..', '', 'cur', 'new', 'tmp']) fs.chownSync(path.join(victim, d), OTHER.uid, OTHER.gid);
+  // Two ways for the mail user to point popctl at it: the maildir itself a link, or a link in a directory of its own.
+  const u = path.join(dir, 'u');
+  fs.mkdirSync(u, { mode: 0o755 });
+  fs.symlinkSync(victim, path.join(u, 'Maildir'));
+  fs.symlinkSync(path.dirname(victim), path.join(u, 'v'));
+  for (const f of ['', 'Maildir', 'v']) fs.lchownSync(path.join(u, f), MAILUSER.uid, MAILUSER.gid);
+  const before = listing(path.dirname(victim));
+  for (const cmd of [['import', 'mbox', mbox], ['reindex']]) {
+    const link = await popctl([...cmd, path.join(u, 'Maildir')], { asRoot: true });
+    assert.equal(link.status, 77, link.stderr);
+    assert.match(link.stderr, /Maildir: is a symbolic link; as root, popctl does not follow it/);
+    const swappable = await popctl([...cmd, path.join(u, 'v', 'Maildir')], { asRoot: true });
+    assert.equal(swappable.status, 77, swappable.stderr);
+    assert.match(swappable.stderr, new RegExp(`${u} \\(owner ${MAILUSER.uid}, group ${MAILUSER.gid}, mode 0755\\) lets another user than uid ${OTHER.uid} replace ${u}/v`));
+  }
+  assert.deepEqual(listing(path.dirname(victim)), before, 'a refused command wrote into the other user\'s maildir');
+  // Through its own path, the other user's maildir is imported into as that user.
+  const r = await popctl(['import', 'mbox', mbox, victim], { asRoot: true });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(contents(victim).length, SAMPLES.length);
+  for (const f of listing(victim)) assert.equal(fs.statSync(path.join(victim, f)).uid, OTHER.uid, f);
+});
+
+test('import and reindex -u: the owner comes from usertab and must own the maildir', async () => {
+  const dir = tmpdir();
+  const target = mkMaildir(path.join(dir, 'carol', 'Maildir'));
+  const mbox = path.join(dir, 'mbox');
+  fs.writeFileSync(mbox, mboxrd(SAMPLES), { mode: 0o644 });
+  const usertab = path.join(dir, 'usertab');
+  const asRoot = { asRoot: isRoot };
+  fs.writeFileSync(usertab, `carol ${MAILUSER.uid}:${MAILUSER.gid}:${path.join(dir, 'carol')}\n`);
+  const ok = await popctl(['import', '-u', usertab, '-e', 'Maildir', 'mbox', mbox, target], asRoot);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.equal((await popctl(['reindex', '-u', usertab, '-e', 'Maildir/', target], asRoot)).status, 0);
+  const unknown = await popctl(['reindex', '-u', usertab, target], asRoot);
+  assert.equal(unknown.status, 67, unknown.stderr);
+  assert.match(unknown.stderr, /no user of .*usertab has this maildir \(is -e missing\?\)/);
+  const before = listing(target);
+  fs.writeFileSync(usertab, `carol ${MAILUSER.uid + 1}:${MAILUSER.gid}:${target}\n`);
+  const wrong = await popctl(['import', '-u', usertab, 'mbox', mbox, target], asRoot);
+  assert.equal(wrong.status, 77, wrong.stderr);
+  assert.match(wrong.stderr, isRoot ? new RegExp(`owned by uid ${MAILUSER.uid}, usertab says ${MAILUSER.uid + 1}`) : /usertab gives it to uid/);
+  assert.deepEqual(listing(target), before);
+  assert.equal((await popctl(['reindex', '-e', 'Maildir', target])).status, 64, '-e needs -u');
+  assert.equal((await popctl(['reindex', '-u', path.join(dir, 'none'), target])).status, 78);
+});
+
+test('import refuses a FIFO or a symlink as its mbox at once, writing nothing', async () => {
+  const { target, mbox } = importFixture(SAMPLES);
+  const fifo = path.join(path.dirname(mbox), 'fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const link = path.join(path.dirname(mbox), 'link');
+  fs.symlinkSync(mbox, link);
+  const before = listing(target);
+  for (const asRoot of isRoot ? [false, true] : [false]) {
+    let timer: NodeJS.Timeout | undefined;
+    // A guard, not a measurement: an open that waits for a FIFO's writer would wait forever.
+    const r = await popctl(['import', 'mbox', fifo, target], { asRoot, onSpawn: (c) => (timer = setTimeout(() => c.kill('SIGKILL'), 30_000)) });
+    clearTimeout(timer);
+    assert.equal(r.signal, null, 'popctl hung on the FIFO');
+    assert.equal(r.status, 66, r.stderr);
+    assert.match(r.stderr, /fifo: not a regular file/);
+    const l = await popctl(['import', 'mbox', link, target], { asRoot });
+    assert.equal(l.status, 66, l.stderr);
+    assert.match(l.stderr, /link: is a symbolic link/);
+  }
+  assert.deepEqual(listing(target), before);
 });
 
 test('import maildir: byte-exact in delivery order, never follows symlinks', async () => {

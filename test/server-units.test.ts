@@ -109,6 +109,34 @@ test('verifier on a bcrypt thread: right, wrong, unknown user, $2y$, a full queu
   await pool.close();
 });
 
+test('verifier: unknown users and every failure cost the work of the most expensive hash in authtab', async () => {
+  const cost = (h: string): number => Number(h.slice(4, 6));
+  const mixed = [bcrypt.hashSync('a', 4), bcrypt.hashSync('b', 4), bcrypt.hashSync('c', 4), `$2y$13$${'a'.repeat(53)}`];
+  const top = dummySalt(mixed);
+  assert.match(top, /^\$2b\$13\$[./A-Za-z0-9]{22}$/, 'the majority cost is 4, the maximum 13');
+  assert.equal(bcrypt.getRounds(top), 13, 'bcryptjs takes it as a salt');
+  assert.match(dummySalt([]), /^\$2b\$10\$/);
+  // A real bcrypt thread, with the salts of each hash it computes recorded.
+  const hash = bcrypt.hashSync('pw', 4);
+  const salt = dummySalt([hash, bcrypt.hashSync('other', 7)]);
+  const pool = new BcryptPool(1);
+  const costs: number[] = [];
+  const v = new Verifier(1, 1, (pass, s) => {
+    costs.push(cost(s));
+    return pool.hash(pass, s);
+  });
+  const work = async (h: string | undefined, pass: string, expect: boolean): Promise<number> => {
+    costs.length = 0;
+    assert.equal(await v.check(h, salt, pass), expect);
+    return costs.reduce((sum, c) => sum + 2 ** c, 0);
+  };
+  assert.equal(await work(undefined, 'pw', false), 2 ** 7, 'an unknown user');
+  assert.equal(await work(hash, 'wrong', false), 2 ** 7, 'a cost-4 user who failed');
+  assert.deepEqual(costs, [4, 4, 5, 6]);
+  assert.equal(await work(hash, 'pw', true), 2 ** 4, 'a success is not padded');
+  await pool.close();
+});
+
 /** authpop's Connection on a real accepted TCP socket with a real TLS context; timeouts shortened. */
 async function handshakeStall(mode: 'tls' | 'stls'): Promise<{ logs: string[]; ms: number }> {
   const dir = tmpdir();

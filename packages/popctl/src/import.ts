@@ -9,10 +9,12 @@ import { Readable } from 'node:stream';
 import { deliver } from '@popd/shared/maildir';
 import { tryLock, tryShareLock } from '@popd/shared/lock';
 import { isSafeName, newBaseName, parseName } from '@popd/shared/uniquename';
-import { EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL } from '@popd/shared/sysexits';
+import { errnoCode } from '@popd/shared/fsutil';
+import { isRoot } from '@popd/shared/privdrop';
+import { EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL } from '@popd/shared/sysexits';
 import { mboxMessages, NotMbox } from './mbox';
 import { findDelivered, hashOf, readState, StateWriter, stateFile } from './importstate';
-import { becomeOwnerOf } from './owner';
+import { becomeOwnerOf, OwnerOptions } from './owner';
 import { Failure } from './failure';
 import { Progress } from './progress';
 
@@ -34,15 +36,49 @@ interface Source {
   messages: AsyncIterable<SourceMessage>;
 }
 
-/** The regular files of a maildir's cur/ and new/ in delivery order, as opened files. */
-function maildirSource(dir: string): Source {
+const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+/** O_NOFOLLOW: a link is refused, not followed; O_NONBLOCK: a FIFO does not hang the open (fstat then refuses it). */
+const SOURCE_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK;
+
+/** Why a source cannot be opened, as a Failure. asOwner: popctl was root and is now the target maildir's owner. */
+function cannotOpen(file: string, err: unknown, asOwner: boolean): Failure {
+  const code = errnoCode(err);
+  // FreeBSD's open(2) answers EMLINK where Linux and OpenBSD answer ELOOP.
+  if (code === 'ELOOP' || code === 'EMLINK') return new Failure(EX_NOINPUT, `${file}: is a symbolic link; name the file it points to`);
+  if (code === 'ENOENT') return new Failure(EX_NOINPUT, `${file}: no such file or directory`);
+  if (code === 'EACCES' || code === 'EPERM') {
+    const why = asOwner ? `; as root, popctl reads the source as the target maildir's owner (uid ${process.getuid!()}): give that uid read access, e.g. a copy it owns` : '';
+    return new Failure(EX_NOPERM, `${file}: permission denied${why}`);
+  }
+  return new Failure(EX_NOINPUT, `${file}: cannot open (${code})`);
+}
+
+/** Why dir is not a directory of its own (missing, a symbolic link, something else), or null. */
+function notADir(dir: string, asOwner: boolean): string | null {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(dir, { throwIfNoEntry: false });
+  } catch (err) {
+    throw cannotOpen(dir, err, asOwner);
+  }
+  if (st === undefined) return 'does not exist';
+  if (st.isSymbolicLink()) return 'is a symbolic link; name the directory it points to';
+  return st.isDirectory() ? null : 'is not a directory';
+}
+
+/** The regular files of a maildir's cur/ and new/ in delivery order, opened as they are read. */
+function maildirSource(dir: string, asOwner: boolean): Source {
+  const top = notADir(dir, asOwner);
+  if (top !== null) throw new Failure(EX_NOINPUT, `${dir}: ${top}`);
   const files: Array<{ file: string; time: number; name: string; size: number }> = [];
   for (const sub of ['cur', 'new']) {
+    const why = notADir(path.join(dir, sub), asOwner);
+    if (why !== null) throw new Failure(EX_NOINPUT, `${dir}: not a maildir (${sub}/ ${why})`);
     let ents: fs.Dirent[];
     try {
       ents = fs.readdirSync(path.join(dir, sub), { withFileTypes: true });
-    } catch {
-      throw new Failure(EX_NOINPUT, `${dir}: not a maildir (no readable ${sub}/)`);
+    } catch (err) {
+      throw cannotOpen(path.join(dir, sub), err, asOwner);
     }
     for (const e of ents) {
       if (!e.isFile() || !isSafeName(e.name)) continue;
@@ -58,15 +94,16 @@ function maildirSource(dir: string): Source {
     for (const f of files) {
       let data: Buffer;
       try {
-        // O_NOFOLLOW: a symlink planted in the source never pulls another file in.
-        const fd = fs.openSync(f.file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        // A symlink or FIFO put in place of a listed file is skipped, like one listed as such.
+        const fd = fs.openSync(f.file, SOURCE_FLAGS);
         try {
+          if (!fs.fstatSync(fd).isFile()) continue;
           data = fs.readFileSync(fd);
         } finally {
           fs.closeSync(fd);
         }
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile
+        if (['ENOENT', 'ELOOP', 'EMLINK'].includes(errnoCode(err))) continue; // removed or replaced meanwhile
         throw err;
       }
       position += f.size;
@@ -77,36 +114,44 @@ function maildirSource(dir: string): Source {
 }
 
 /**
- * An mbox opened now (before any privilege change), read as it is consumed,
- * up to the size it had: mail appended meanwhile waits for the next run.
- * A shared lock keeps out a delivery agent that locks the mbox with flock(2)
- * (BSD mail.local); one that does not should be stopped during the import.
+ * An mbox, read as it is consumed, up to the size it had when opened: mail
+ * appended meanwhile waits for the next run. A shared lock keeps out a
+ * delivery agent that locks the mbox with flock(2) (BSD mail.local); one
+ * that does not should be stopped during the import.
  */
-function mboxSource(file: string): Source {
+function mboxSource(file: string, asOwner: boolean): Source {
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY);
+    fd = fs.openSync(file, SOURCE_FLAGS);
   } catch (err) {
-    throw new Failure(EX_NOINPUT, `${file}: cannot open: ${(err as NodeJS.ErrnoException).code}`);
+    throw cannotOpen(file, err, asOwner);
   }
   const st = fs.fstatSync(fd);
-  if (!st.isFile()) throw new Failure(EX_NOINPUT, `${file}: not a regular file`);
+  if (!st.isFile()) {
+    fs.closeSync(fd);
+    throw new Failure(EX_NOINPUT, `${file}: not a regular file`);
+  }
   if (!tryShareLock(fd)) throw new Failure(EX_TEMPFAIL, `${file}: locked by a delivery, try again later`);
   const stream = st.size === 0 ? Readable.from([]) : fs.createReadStream('', { fd, start: 0, end: st.size - 1, highWaterMark: 1 << 20 });
   return { totalBytes: st.size, messages: mboxMessages(stream) };
 }
 
-export async function importMail(kind: SourceKind, source: string, maildir: string, log: (line: string) => void): Promise<ImportSummary> {
-  if (!fs.existsSync(source)) throw new Failure(EX_NOINPUT, `${source}: no such file or directory`);
-  if (path.resolve(source) === path.resolve(maildir)) throw new Failure(EX_DATAERR, 'source and target are the same maildir');
-  const src = kind === 'mbox' ? mboxSource(source) : null;
+/**
+ * As root, popctl becomes the target maildir's owner before it opens the
+ * source: the kernel then lets it read only what that uid may read, so a
+ * user's link (or a hard link, or a directory it can swap) never brings in
+ * a file that only root could read.
+ */
+export async function importMail(kind: SourceKind, source: string, target: string, o: OwnerOptions, log: (line: string) => void): Promise<ImportSummary> {
+  if (path.resolve(source) === path.resolve(target)) throw new Failure(EX_DATAERR, 'source and target are the same maildir');
+  const asOwner = isRoot();
+  const maildir = becomeOwnerOf(target, o, false);
+  const { totalBytes, messages } = kind === 'mbox' ? mboxSource(source, asOwner) : maildirSource(source, asOwner);
   const sfile = stateFile(maildir, kind, source);
-  becomeOwnerOf(maildir);
-  const { totalBytes, messages } = src ?? maildirSource(source);
   fs.mkdirSync(maildir, { recursive: true, mode: 0o700 });
   // Two imports of one source into one maildir would each deliver everything.
   const running = tryLock(sfile);
-  if (!running) throw new Failure(EX_TEMPFAIL, `an import from ${source} into ${maildir} is already running`);
+  if (!running) throw new Failure(EX_TEMPFAIL, `an import from ${source} into ${target} is already running`);
   const state = readState(sfile);
   const writer = new StateWriter(sfile);
   if (state.pending) {
@@ -147,6 +192,6 @@ export async function importMail(kind: SourceKind, source: string, maildir: stri
       progress.end();
     }
   }
-  log(`imported ${sum.imported} messages (${sum.bytes} bytes) from ${source} into ${maildir}; ${sum.skipped} already imported`);
+  log(`imported ${sum.imported} messages (${sum.bytes} bytes) from ${source} into ${target}; ${sum.skipped} already imported`);
   return sum;
 }

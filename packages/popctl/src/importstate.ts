@@ -20,7 +20,7 @@ export interface ImportState {
   pending: { hash: string; base: string } | null;
 }
 
-/** The record's path; realpath: call it while the source is still visible (before any privilege change). */
+/** The record's path, named after the source's real path (call it once the source is open). */
 export function stateFile(maildir: string, kind: string, source: string): string {
   const id = crypto.createHash('sha256').update(`${kind}\0${fs.realpathSync(source)}`).digest('hex').slice(0, 16);
   return path.join(maildir, `.popctl-import-${id}`);

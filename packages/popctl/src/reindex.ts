@@ -4,17 +4,17 @@ import path from 'node:path';
 import { MAILDROP_LOCK, tryLock } from '@popd/shared/lock';
 import { rebuildPopcache, RebuildResult } from '@popd/shared/maildir';
 import { EX_NOINPUT, EX_TEMPFAIL } from '@popd/shared/sysexits';
-import { becomeOwnerOf } from './owner';
+import { becomeOwnerOf, OwnerOptions } from './owner';
 import { Failure } from './failure';
 
-export async function reindex(maildir: string): Promise<RebuildResult> {
+export async function reindex(target: string, o: OwnerOptions): Promise<RebuildResult> {
+  const maildir = becomeOwnerOf(target, o, true);
   for (const d of ['cur', 'new']) {
-    if (!fs.statSync(path.join(maildir, d), { throwIfNoEntry: false })?.isDirectory()) throw new Failure(EX_NOINPUT, `${maildir}: not a maildir (no ${d}/)`);
+    if (!fs.lstatSync(path.join(maildir, d), { throwIfNoEntry: false })?.isDirectory()) throw new Failure(EX_NOINPUT, `${target}: not a maildir (no ${d}/ directory)`);
   }
-  becomeOwnerOf(maildir);
   // Held for the whole rebuild: no session may start and move or delete files meanwhile.
   const session = tryLock(path.join(maildir, MAILDROP_LOCK));
-  if (!session) throw new Failure(EX_TEMPFAIL, `${maildir}: a POP session holds the mailbox; try again later`);
+  if (!session) throw new Failure(EX_TEMPFAIL, `${target}: a POP session holds the mailbox; try again later`);
   try {
     return await rebuildPopcache(maildir);
   } finally {

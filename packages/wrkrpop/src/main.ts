@@ -14,11 +14,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { PROTOCOL, WorkerConfine } from '@popd/shared/ipc';
-import { checkDir } from '@popd/shared/safepath';
 import { EX_NOPERM, EX_OK, EX_SOFTWARE } from '@popd/shared/sysexits';
 import { ToPopd } from '@popd/shared/topopd';
 import { serve } from './serve';
-import { confine, isRetire, parseConfine, parseSession, Refusal, UNAVAILABLE } from './start';
+import { confine, isRetire, parseConfine, parseSession, Refusal, trustedDir, UNAVAILABLE } from './start';
 
 const popd = new ToPopd('wrkrpop');
 const log = popd.log;
@@ -97,8 +96,8 @@ async function serveOne(user: string, rel: string, fd: number): Promise<void> {
   const { c, root } = confined!;
   const maildir = path.join(root, rel);
   try {
-    // As the mail user: no component of the maildir below the root is a link, and the maildir is the user's own.
-    checkDir(maildir, c.uid, { from: root, ownDir: true });
+    // As the mail user, inside the root: nobody else could have swapped a component, and the maildir is the user's own.
+    trustedDir(maildir, c.uid, c.gid, true);
   } catch (err) {
     log.err(`user ${user}: maildir refused: ${(err as Error).message}`);
     return sayLast(fd, UNAVAILABLE);

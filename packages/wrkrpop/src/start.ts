@@ -6,10 +6,11 @@
  * (popd is root), or, unprivileged, serve only maildirs of the uid this
  * process already has.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { int, MAX_ID, PROTOCOL, Retire, str, WorkerConfine, WorkerSession } from '@popd/shared/ipc';
 import { dropPrivileges, isRoot } from '@popd/shared/privdrop';
-import { checkDir } from '@popd/shared/safepath';
+import { untrustedFor, walk } from '@popd/shared/trustedpath';
 
 const MAX_UNIX_ID = 0xfffffffe;
 
@@ -60,14 +61,34 @@ export class Refusal extends Error {
 const CONFIG = '-ERR [SYS/PERM] this server cannot serve that mailbox';
 export const UNAVAILABLE = '-ERR [SYS/TEMP] mailbox unavailable, try again later';
 
+/**
+ * dir, walked with lstat: a directory that nobody but root and uid:gid could
+ * have swapped, owned by uid when ownDir is set. Returns its identity, or
+ * throws an Error that names the component and the reason.
+ */
+export function trustedDir(dir: string, uid: number, gid: number, ownDir: boolean): { dev: number; ino: number } {
+  let last: fs.Stats | null;
+  // The root of a chroot was walked from the real / before the chroot.
+  if (path.resolve(dir) === '/') last = fs.lstatSync('/');
+  else {
+    const w = walk(dir);
+    const why = untrustedFor(w, uid, gid);
+    if (why !== null) throw new Error(why);
+    last = w.last;
+  }
+  if (last === null || !last.isDirectory()) throw new Error(`${dir}: not a directory`);
+  if (ownDir && last.uid !== uid) throw new Error(`${dir} belongs to uid ${last.uid}, not ${uid}`);
+  return { dev: last.dev, ino: last.ino };
+}
+
 /** Confines the process as c asks; returns the root as this process sees it from now on ("/" once chrooted). */
 export function confine(c: WorkerConfine): string {
   if (c.uid === 0 || c.gid === 0) throw new Refusal(CONFIG, `refusing uid or gid 0 (${c.uid}:${c.gid})`);
   if (c.drop) {
     if (!isRoot()) throw new Refusal(CONFIG, 'asked to drop privileges but not running as root');
     try {
-      // lstat, as root, before the chroot follows anything: a root that its owner or a stranger could swap is refused.
-      const expect = checkDir(c.root, c.uid);
+      // lstat, as root, before the chroot follows anything: a root that a stranger could swap is refused.
+      const expect = trustedDir(c.root, c.uid, c.gid, false);
       dropPrivileges({ uid: c.uid, gid: c.gid, root: c.root, expect });
     } catch (err) {
       throw new Refusal(UNAVAILABLE, `confinement in ${c.root} as ${c.uid}:${c.gid} failed: ${(err as Error).message}`);
