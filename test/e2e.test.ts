@@ -22,64 +22,179 @@ async function pidFromLog(p: PopdFixture, re: RegExp, after: number): Promise<nu
   return Number(re.exec(line)![1]);
 }
 
-describe('process model as root', { skip: !isRoot && 'needs root: chroot and privilege drops' }, () => {
-  let p: PopdFixture;
-  before(async () => {
-    p = await PopdFixture.start({ accounts: [{ user: 'alice', pass: 'pw-a', messages: [msg(1)] }], mode: 'root' });
-  });
-  after(async () => {
-    if (p) assert.equal((await p.stop()).code, 0);
-  });
+/** A second mail uid (no passwd entry needed for setuid). */
+const OTHER = { uid: 65533, gid: 65533 };
 
-  test('popd alone is root and holds the listeners; authpop is _pop3d in /var/empty without key or tables; the worker is the mail user in the maildir', async () => {
-    const c = await connectTls(p.tlsPort);
-    await c.line();
-    const mark = p.log.length;
-    assert.match(await login(c, 'alice', 'pw-a'), /^\+OK/);
-    const workerPid = await pidFromLog(p, /session for alice: wrkrpop\[(\d+)\]/, mark);
-    await waitFor('the spare worker', () => tree(p.proc.pid!).length >= 4);
-    const procs = tree(p.proc.pid!);
-    const popd = procs.find((x) => x.pid === p.proc.pid)!;
-    const authpop = procs.filter((x) => x.cmdline.includes(BIN.authpop));
-    const worker = procs.find((x) => x.pid === workerPid)!;
-    assert.equal(authpop.length, 1);
-    assert.ok(worker, 'the session worker is a child of popd');
+for (const isolation of ['uid', 'session'] as const) {
+  describe(`process model as root, -W ${isolation}`, { skip: !isRoot && 'needs root: chroot and privilege drops' }, () => {
+    let p: PopdFixture;
+    const accounts = [
+      { user: 'alice', pass: 'pw-a', messages: [msg(1)] },
+      { user: 'bob', pass: 'pw-b', messages: [msg(2), msg(3)] },
+      { user: 'dave', pass: 'pw-d', messages: [msg(4)], owner: OTHER },
+    ];
+    before(async () => {
+      p = await PopdFixture.start({ accounts, mode: 'root', args: ['-A', '2', '-W', isolation] });
+    });
+    after(async () => {
+      if (p) assert.equal((await p.stop()).code, 0);
+    });
 
-    // Root: popd, and at most one idle spare wrkrpop that has been told nothing yet (it has no user, no mail, no network socket).
-    const root = procs.filter((x) => x.uids.some((u) => u === 0));
-    assert.ok(root.includes(popd));
-    const others = root.filter((x) => x !== popd);
-    assert.ok(others.length <= 1, `root processes: ${root.map((x) => x.cmdline).join('; ')}`);
-    for (const s of others) {
-      assert.ok(s.cmdline.includes(BIN.wrkrpop) && s.ppid === popd.pid && s.pid !== workerPid, `unexpected root process ${s.cmdline}`);
-      assert.equal(s.root, '/');
-      // While Node starts it opens its modules (and NODE_EXTRA_CA_CERTS); once loaded it must hold no file.
-      await waitFor(`the spare ${s.pid} to hold no file once loaded`, () => !proc(s.pid).fds.some((f) => f.startsWith('/') && f !== '/dev/null'), 5_000);
+    /** Logs each user in on a connection of its own, at once; the sessions stay open. */
+    async function sessions(users: string[]): Promise<Array<{ user: string; c: Awaited<ReturnType<typeof connectTls>>; pid: number }>> {
+      const mark = p.log.length;
+      return Promise.all(
+        users.map(async (user) => {
+          const c = await connectTls(p.tlsPort);
+          await c.line();
+          assert.match(await login(c, user, accounts.find((a) => a.user === user)!.pass), /^\+OK/);
+          return { user, c, pid: await pidFromLog(p, new RegExp(`session for ${user}: wrkrpop\\[(\\d+)\\]`), mark) };
+        }),
+      );
     }
 
-    const pw = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('_pop3d:'))!.split(':');
-    const [uid, gid] = [Number(pw[2]), Number(pw[3])];
-    const a = authpop[0];
-    assert.deepEqual(a.uids, [uid, uid, uid, uid]);
-    assert.deepEqual(a.gids, [gid, gid, gid, gid]);
-    assert.deepEqual(a.groups, [gid]);
-    assert.equal(a.root, '/var/empty');
-    for (const f of Object.values(p.files)) assert.ok(!a.fds.includes(f), `authpop holds ${f} open`);
-    assert.ok(!a.fds.some((f) => f.startsWith('/') && f !== '/dev/null'), `authpop files: ${a.fds.join(' ')}`);
+    test('popd alone is root and holds the listeners; the authpops are _pop3d in /var/empty without key or tables; workers are their users in their roots', async () => {
+      const open = await sessions(['alice', 'bob', 'dave']);
+      const [alice, bob, dave] = open;
+      const procs = tree(p.proc.pid!);
+      const popd = procs.find((x) => x.pid === p.proc.pid)!;
+      const authpops = procs.filter((x) => x.cmdline.includes(BIN.authpop));
+      assert.equal(authpops.length, 2);
 
-    assert.deepEqual(worker.uids, Array(4).fill(MAILUSER.uid));
-    assert.deepEqual(worker.gids, Array(4).fill(MAILUSER.gid));
-    assert.equal(worker.root, p.maildir('alice'));
+      const pw = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('_pop3d:'))!.split(':');
+      const [uid, gid] = [Number(pw[2]), Number(pw[3])];
+      for (const a of authpops) {
+        assert.deepEqual(a.uids, [uid, uid, uid, uid]);
+        assert.deepEqual(a.gids, [gid, gid, gid, gid]);
+        assert.deepEqual(a.groups, [gid]);
+        assert.equal(a.root, '/var/empty');
+        for (const f of Object.values(p.files)) assert.ok(!a.fds.includes(f), `authpop holds ${f} open`);
+        // libuv keeps one descriptor in reserve for accept's EMFILE case: /dev/null, or in a chroot without it the (empty) root.
+        assert.ok(!a.fds.some((f) => f.startsWith('/') && f !== '/dev/null' && f !== a.root), `authpop files: ${a.fds.join(' ')}`);
+      }
 
-    const listeners = listeningInodes([p.tlsPort, p.stlsPort]);
-    assert.equal(listeners.length, 2);
-    for (const x of procs) {
-      const held = listeners.filter((i) => x.fds.includes(`socket:[${i}]`));
-      assert.equal(held.length, x === popd ? 2 : 0, `${x.cmdline} holds ${held.length} listeners`);
-    }
-    await c.cmd('QUIT');
+      const worker = (pid: number): ReturnType<typeof proc> => procs.find((x) => x.pid === pid)!;
+      for (const s of open) assert.ok(worker(s.pid), `${s.user}'s worker is a child of popd`);
+      assert.notEqual(alice.pid, dave.pid, 'no worker serves two uids');
+      if (isolation === 'uid') {
+        assert.equal(alice.pid, bob.pid, 'one worker serves both users of one uid');
+        assert.equal(worker(alice.pid).root, path.dirname(p.maildir('alice')), 'the root holds both maildirs');
+        assert.equal(worker(dave.pid).root, p.maildir('dave'));
+      } else {
+        assert.equal(new Set(open.map((s) => s.pid)).size, 3, 'a worker per session');
+        for (const s of open) assert.equal(worker(s.pid).root, p.maildir(s.user));
+      }
+      for (const [s, id] of [[alice, MAILUSER], [dave, OTHER]] as const) {
+        assert.deepEqual(worker(s.pid).uids, Array(4).fill(id.uid));
+        assert.deepEqual(worker(s.pid).gids, Array(4).fill(id.gid));
+        assert.deepEqual(worker(s.pid).groups, [id.gid]);
+      }
+
+      // Root: popd, and the idle spares that have been told nothing yet (no user, no mail, no network socket).
+      const root = procs.filter((x) => x.uids.some((u) => u === 0));
+      assert.ok(root.includes(popd));
+      for (const s of root.filter((x) => x !== popd)) {
+        assert.ok(s.cmdline.includes(BIN.wrkrpop) && s.ppid === popd.pid && !open.some((o) => o.pid === s.pid), `unexpected root process ${s.cmdline}`);
+        assert.equal(s.root, '/');
+        // While Node starts it opens its modules; once loaded it must hold no file.
+        await waitFor(`the spare ${s.pid} to hold no file once loaded`, () => !proc(s.pid).fds.some((f) => f.startsWith('/') && f !== '/dev/null'), 5_000);
+      }
+
+      const listeners = listeningInodes([p.tlsPort, p.stlsPort]);
+      assert.equal(listeners.length, 2);
+      for (const x of procs) {
+        const held = listeners.filter((i) => x.fds.includes(`socket:[${i}]`));
+        assert.equal(held.length, x === popd ? 2 : 0, `${x.cmdline} holds ${held.length} listeners`);
+      }
+
+      // Each session sees its own mailbox only; no command takes a path.
+      assert.match(await alice.c.cmd('STAT'), /^\+OK 1 /);
+      assert.match(await bob.c.cmd('STAT'), /^\+OK 2 /);
+      for (const cmd of ['RETR ../bob/cur', 'LIST /etc/passwd', 'TOP ../../ 1', 'UIDL ..', 'DELE ../bob']) assert.match(await alice.c.cmd(cmd), /^-ERR/, cmd);
+      for (const s of open) assert.match(await s.c.cmd('QUIT'), /^\+OK/);
+    });
+
+    test('a maildir that is a link to another user\'s is refused, and that mail stays untouched', async () => {
+      const link = path.join(path.dirname(p.maildir('alice')), 'mallory');
+      fs.symlinkSync(p.maildir('bob'), link);
+      fs.lchownSync(link, MAILUSER.uid, MAILUSER.gid);
+      fs.appendFileSync(p.files.usertab, `mallory\t${MAILUSER.uid}:${MAILUSER.gid}:${link}\n`);
+      fs.appendFileSync(p.files.authtab, `mallory\t${bcrypt.hashSync('pw-m', 4)}\n`);
+      const mark = p.log.length;
+      p.proc.kill('SIGHUP');
+      await p.waitLog(/reloaded tables/, mark);
+      const before = fs.readdirSync(path.join(p.maildir('bob'), 'cur')).concat(fs.readdirSync(path.join(p.maildir('bob'), 'new')));
+      const c = await connectTls(p.tlsPort);
+      await c.line();
+      assert.match(await login(c, 'mallory', 'pw-m'), /^-ERR \[SYS\/TEMP\] mailbox unavailable/);
+      await p.waitLog(/is a symbolic link/, mark);
+      const after = fs.readdirSync(path.join(p.maildir('bob'), 'cur')).concat(fs.readdirSync(path.join(p.maildir('bob'), 'new')));
+      assert.deepEqual(after, before);
+    });
+
+    test('kill -9 of a worker ends only its own sessions and deletes nothing', async () => {
+      const open = await sessions(['alice', 'bob', 'dave']);
+      const [alice, bob, dave] = open;
+      for (const s of [alice, bob]) assert.match(await s.c.cmd('DELE 1'), /^\+OK/);
+      process.kill(alice.pid, 'SIGKILL');
+      await alice.c.rest();
+      if (isolation === 'uid') await bob.c.rest();
+      else assert.match(await bob.c.cmd('STAT'), /^\+OK 1 /, "bob's own worker goes on");
+      assert.match(await dave.c.cmd('STAT'), /^\+OK 1 /, 'another worker goes on');
+      await waitFor('the worker to be gone', () => !exists(alice.pid));
+      const count = (u: string): number => ['new', 'cur'].reduce((n, d) => n + fs.readdirSync(path.join(p.maildir(u), d)).length, 0);
+      assert.equal(count('alice'), 1, 'nothing deleted');
+      assert.equal(count('bob'), 2, 'nothing deleted');
+      for (const s of [dave, ...(isolation === 'uid' ? [] : [bob])]) assert.match(await s.c.cmd('RSET'), /^\+OK/);
+      for (const s of [dave, ...(isolation === 'uid' ? [] : [bob])]) assert.match(await s.c.cmd('QUIT'), /^\+OK/);
+      const again = await sessions(['alice']);
+      assert.match(await again[0].c.cmd('STAT'), /^\+OK 1 /);
+      await again[0].c.cmd('QUIT');
+    });
+
+    test('SIGHUP that moves a maildir out of a worker\'s root retires that worker after its sessions; new sessions get a new one', { skip: isolation === 'session' && 'per-uid workers only' }, async () => {
+      const [alice] = await sessions(['alice']);
+      const moved = path.join(p.dir, 'elsewhere', 'erin');
+      fs.mkdirSync(moved, { recursive: true, mode: 0o700 });
+      for (const d of [path.dirname(moved), moved]) fs.chownSync(d, MAILUSER.uid, MAILUSER.gid);
+      fs.appendFileSync(p.files.usertab, `erin\t${MAILUSER.uid}:${MAILUSER.gid}:${moved}\n`);
+      fs.appendFileSync(p.files.authtab, `erin\t${bcrypt.hashSync('pw-e', 4)}\n`);
+      const mark = p.log.length;
+      p.proc.kill('SIGHUP');
+      await p.waitLog(/reloaded tables/, mark);
+      const [bob] = await sessions(['bob']);
+      assert.notEqual(bob.pid, alice.pid, 'the retired worker takes no new session');
+      assert.equal(proc(bob.pid).root, p.dir, 'the new root holds every maildir of the uid');
+      assert.match(await alice.c.cmd('STAT'), /^\+OK/, "the retired worker's session goes on");
+      assert.match(await alice.c.cmd('QUIT'), /^\+OK/);
+      await waitFor('the retired worker to exit after its last session', () => !exists(alice.pid));
+      await bob.c.cmd('QUIT');
+    });
+
+    test('200 simultaneous logins: none fails', { skip: isolation === 'session' && 'npm run bench -- compare measures per-session bursts' }, async () => {
+      const q = await PopdFixture.start({
+        accounts: Array.from({ length: 200 }, (_, i) => ({ user: `u${i}`, pass: `pw-${i}` })),
+        mode: 'root',
+        args: ['-W', isolation, '-M', '1000'],
+      });
+      try {
+        const answers = await Promise.all(
+          Array.from({ length: 200 }, async (_, i) => {
+            const c = await connectTls(q.tlsPort);
+            await c.line();
+            const a = await login(c, `u${i}`, `pw-${i}`);
+            if (a.startsWith('+OK')) await c.cmd('QUIT');
+            c.io.destroy();
+            return a;
+          }),
+        );
+        assert.deepEqual(answers.filter((a) => !a.startsWith('+OK')), []);
+      } finally {
+        await q.stop();
+      }
+    });
   });
-});
+}
 
 describe('faults and signals', () => {
   let p: PopdFixture;
@@ -228,26 +343,44 @@ describe('faults and signals', () => {
   });
 });
 
-test('an authpop that asks for a second password check on one connection is killed, and popd starts a new one', async () => {
-  // popd's installed layout, with an impostor in authpop's place: popd finds its helpers beside itself.
+/**
+ * popd's installed layout with an impostor in authpop's place (popd finds
+ * its helpers beside itself): the impostor's first run does `hostile` on the
+ * channel (descriptor 3), later runs are the real authpop. popd must kill
+ * it, log why, start a real one, and serve.
+ */
+async function withImpostor(hostile: string, expect: RegExp): Promise<void> {
   const root = tmpdir('popd-impostor-');
   fs.mkdirSync(path.join(root, 'packages', 'authpop', 'dist'), { recursive: true });
   fs.cpSync(path.join(ROOT, 'packages', 'popd'), path.join(root, 'packages', 'popd'), { recursive: true });
-  fs.symlinkSync(path.join(ROOT, 'packages', 'wrkrpop'), path.join(root, 'packages', 'wrkrpop'));
+  for (const pkg of ['wrkrpop', 'shared', 'channel']) fs.symlinkSync(path.join(ROOT, 'packages', pkg), path.join(root, 'packages', pkg));
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(root, 'node_modules'));
+  const marker = path.join(root, 'hostile-once');
   fs.writeFileSync(
     path.join(root, 'packages', 'authpop', 'dist', 'main.js'),
-    `process.on('message', (m) => {
-      if (m.t === 'config') process.send({ t: 'ready' });
-      if (m.t === 'conn') for (const pass of ['one', 'two']) process.send({ t: 'auth', id: m.id, user: 'alice', pass });
-    });`,
+    `const fs = require('fs');
+    if (fs.existsSync(${JSON.stringify(marker)})) require(${JSON.stringify(BIN.authpop)});
+    else {
+      fs.writeFileSync(${JSON.stringify(marker)}, '');
+      const { Channel } = require('@popd/channel');
+      const ch = new Channel(3);
+      const send = (m) => ch.send(Buffer.from(JSON.stringify(m)));
+      ch.on('message', (data, fd) => {
+        const m = JSON.parse(data.toString());
+        if (fd !== null) fs.closeSync(fd);
+        if (m.t === 'config') { send({ t: 'ready', v: m.v }); ${hostile} }
+      });
+    }`,
   );
+  if (isRoot) fs.chownSync(marker.replace(/hostile-once$/, ''), MAILUSER.uid, MAILUSER.gid);
   const files = { authtab: path.join(root, 'authtab'), usertab: path.join(root, 'usertab'), ...makeCert(root) };
   fs.writeFileSync(files.authtab, `alice\t${bcrypt.hashSync('pw', 4)}\n`);
-  fs.writeFileSync(files.usertab, `alice\t${MAILUSER.uid}:${MAILUSER.gid}:${path.join(root, 'mail')}\n`);
-  if (isRoot) for (const f of Object.values(files)) fs.chownSync(f, MAILUSER.uid, MAILUSER.gid);
+  const mail = path.join(root, 'mail');
+  fs.mkdirSync(mail, { mode: 0o700 });
+  fs.writeFileSync(files.usertab, `alice\t${MAILUSER.uid}:${MAILUSER.gid}:${mail}\n`);
+  if (isRoot) for (const f of [...Object.values(files), mail]) fs.chownSync(f, MAILUSER.uid, MAILUSER.gid);
   const port = await freePort();
-  const popd = spawn(process.execPath, [path.join(root, 'packages', 'popd', 'dist', 'main.js'), '-d', '-a', files.authtab, '-u', files.usertab, '-c', files.cert, '-k', files.key, '-l', `127.0.0.1:${port}`], {
+  const popd = spawn(process.execPath, [path.join(root, 'packages', 'popd', 'dist', 'main.js'), '-d', '-A', '1', '-a', files.authtab, '-u', files.usertab, '-c', files.cert, '-k', files.key, '-l', `127.0.0.1:${port}`], {
     stdio: ['ignore', 'ignore', 'pipe'],
     ...(isRoot ? { uid: MAILUSER.uid, gid: MAILUSER.gid } : {}),
   });
@@ -257,12 +390,36 @@ test('an authpop that asks for a second password check on one connection is kill
     await waitFor('popd to listen', () => log.includes('listening on'));
     const c = net.connect(port, '127.0.0.1');
     c.on('error', () => undefined);
-    await waitFor('popd to kill the impostor', () => /authpop asked for a second login on connection \S+; killing it/.test(log));
+    await waitFor('popd to kill the impostor', () => expect.test(log));
     await waitFor('popd to start another authpop', () => /authpop\[\d+\] exited with SIGKILL; restarting/.test(log));
     c.destroy();
+    // popd lives on and the real authpop serves.
+    let answer = '';
+    for (let i = 0; i < 50 && !answer.startsWith('+OK'); i++) {
+      try {
+        const d = await connectTls(port);
+        await d.line();
+        answer = await login(d, 'alice', 'pw');
+        await d.cmd('QUIT');
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    assert.match(answer, /^\+OK/, log);
+    assert.equal(popd.exitCode, null, 'popd is still running');
   } finally {
     popd.kill('SIGKILL');
   }
+}
+
+describe('a hostile authpop ends only itself: popd kills it, starts a real one and serves on', () => {
+  test('two password checks at once on one connection', () =>
+    withImpostor("ch.on('message', (d) => { const c = JSON.parse(d.toString()); if (c.t === 'conn') for (const pass of ['one', 'two']) send({ t: 'auth', id: c.id, user: 'alice', pass }); });", /authpop\[\d+\] asked for a second login on connection \S+; killing it/));
+  test('bytes that are not JSON', () => withImpostor("ch.send(Buffer.from('{not json'));", /authpop\[\d+\] sent a malformed message; killing it/));
+  test("Node's IPC handle acknowledgement (it once crashed popd)", () => withImpostor("send({ cmd: 'NODE_HANDLE_ACK' });", /authpop\[\d+\] sent a malformed message; killing it/));
+  test('a message longer than any (endless bytes)', () =>
+    withImpostor('fs.writeSync(3, Buffer.alloc(70000, 0x41));', /authpop\[\d+\] sent a malformed datagram; killing it/));
+  test('a descriptor sent to popd', () => withImpostor("ch.send(Buffer.from(JSON.stringify({ t: 'log', level: 'info', msg: 'x' })), 0);", /authpop\[\d+\] sent a descriptor; killing it/));
 });
 
 describe('configuration errors: one line, exit 1', () => {

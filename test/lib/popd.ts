@@ -105,7 +105,10 @@ export class PopdFixture {
       if (isRoot && a.owner !== undefined) chownTree(md, a.owner.uid, a.owner.gid);
     }
     // With several owners the directories above the maildirs must be root's: a worker refuses a root that another uid could swap.
-    if (isRoot && o.accounts.some((a) => a.owner !== undefined)) for (const d of [dir, path.join(dir, 'mail')]) fs.chownSync(d, 0, 0);
+    if (isRoot && o.accounts.some((a) => a.owner !== undefined)) for (const d of [dir, path.join(dir, 'mail')]) {
+        fs.chownSync(d, 0, 0);
+        fs.chmodSync(d, 0o755);
+      }
     const tlsPort = await freePort();
     const stlsPort = await freePort();
     const args = [BIN.popd, '-d', '-v', '-a', files.authtab, '-u', files.usertab, '-c', files.cert, '-k', files.key, '-l', `127.0.0.1:${tlsPort}`, '-s', `127.0.0.1:${stlsPort}`, ...(o.args ?? [])];
