@@ -31,6 +31,9 @@ test('npm pack produces a tarball that installs with npm install -g and gives wo
   assert.ok(!list.some((f) => f.startsWith('package/test/') || (f.endsWith('.ts') && !f.includes('/node_modules/'))), 'tests or TypeScript sources were packed');
   // The demo (npm start) is a development tool that runs as root: not for installed systems.
   assert.ok(!list.some((f) => f.startsWith('package/demo/') || (/\/demo\.js$/.test(f) && !f.includes('/node_modules/'))), 'the demo was packed');
+  // The channel addon travels as source and is compiled by the install, for the machine it lands on.
+  for (const f of ['binding.gyp', 'src/channel.c', 'install.js']) assert.ok(list.includes(`package/node_modules/@popd/channel/${f}`), `channel's ${f} is not in the tarball`);
+  assert.ok(!list.some((f) => f.startsWith('package/node_modules/@popd/channel/build/')), 'a prebuilt channel addon was packed');
 
   const prefix = path.join(dir, 'prefix');
   npm(['install', '-g', '--offline', '--prefix', prefix, tarball], dir);
@@ -41,6 +44,16 @@ test('npm pack produces a tarball that installs with npm install -g and gives wo
     assert.equal(v.status, 0, `${name}: ${v.stderr}`);
     assert.equal(v.stdout.toString().trim(), JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
   }
+  // The addon was built by the install: a message with a descriptor crosses a socketpair.
+  const channelCheck = `
+    const c = require(require.resolve('@popd/channel', { paths: [process.argv[1]] }));
+    const [a, b] = c.socketpair('seqpacket');
+    const rx = new c.Channel(b);
+    rx.on('message', (d, fd) => { process.stdout.write(d.toString() + ':' + (fd > 2)); rx.close(); tx.close(); });
+    const tx = new c.Channel(a);
+    tx.send(Buffer.from('built'), 0);`;
+  const ch = spawnSync(process.execPath, ['-e', channelCheck, path.join(prefix, 'lib/node_modules/popd')], { encoding: 'utf8' });
+  assert.equal(ch.stdout, 'built:true', ch.stderr);
   for (const page of ['man8/popd.8', 'man8/popmda.8', 'man8/popctl.8', 'man5/authtab.5', 'man5/usertab.5']) {
     assert.ok(fs.existsSync(path.join(prefix, 'share/man', page)), `man page ${page} not installed`);
   }

@@ -5,7 +5,7 @@
  *              ("tcp": a TCP socket, "pipe": a stream socket), "give" makes it pass one back.
  *   slow:      reads nothing until stdin says "go N", then checks N messages arrive in order.
  *   unref:     holds only an unref'ed channel (and must exit).
- *   inherited: closeInherited([4]) with 3 and 4 inherited; prints what it found.
+ *   inherited L K: closeInherited([K]) with L and K inherited; prints what it found.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -79,10 +79,11 @@ function inherited(): void {
       return false;
     }
   };
-  const closed = closeInherited([4]);
+  const [leaked, kept] = process.argv.slice(3).map(Number);
+  const closed = closeInherited([kept]);
   // Node's own descriptors must still work (closed counts any it took): the thread pool, and stdout below.
   fs.promises.readFile(__filename).then(
-    () => process.stdout.write(JSON.stringify({ closed, fd3: open(3), fd4: open(4) })),
+    () => process.stdout.write(JSON.stringify({ closed, leaked: open(leaked), kept: open(kept) })),
     (err: Error) => {
       process.stderr.write(`peer: ${err.message}\n`);
       process.exit(1);
