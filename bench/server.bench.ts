@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import bcrypt from 'bcryptjs';
+import { pct } from './stats';
 
 // Static imports would compile to "../test/lib/...", which does not exist next to bench/dist: load the compiled helpers from test/dist.
 const testLib = (name: string): string => path.join(__dirname, '..', '..', 'test', 'dist', 'lib', name);
@@ -20,10 +21,6 @@ const USERS = 40;
 const users = Array.from({ length: USERS + 2 }, (_, i) => ({ user: `u${i}`, pass: `pw-${i}` }));
 const [bigUser, idleUser] = [users[USERS], users[USERS + 1]];
 
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
 const ms = (x: number): string => `${x.toFixed(1)} ms`;
 
 /** One login and QUIT; the time from connect to the answer to PASS. */

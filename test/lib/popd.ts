@@ -19,6 +19,8 @@ export interface Account {
   messages?: Array<string | Buffer>;
   /** The account's uid:gid (as root; MAILUSER unless told). */
   owner?: { uid: number; gid: number };
+  /** The authtab hash to write instead of hashing pass here (a benchmark gives another server the same hash). */
+  hash?: string;
 }
 
 export interface FixtureOptions {
@@ -28,6 +30,8 @@ export interface FixtureOptions {
   args?: string[];
   /** bcrypt cost of the authtab hashes (4 unless told: tests need no slow hashes). */
   cost?: number;
+  /** Pass -v (true unless told; a benchmark runs popd at its default verbosity). */
+  verbose?: boolean;
 }
 
 /** Makes sure authpop's user and chroot exist on this machine (as root only). */
@@ -86,7 +90,7 @@ export class PopdFixture {
     if (mode === 'root') ensurePop3dUser();
     const dir = tmpdir('popd-srv-');
     const files = { authtab: path.join(dir, 'authtab'), usertab: path.join(dir, 'usertab'), ...makeCert(dir) };
-    fs.writeFileSync(files.authtab, o.accounts.map((a) => `${a.user}\t${bcrypt.hashSync(a.pass, o.cost ?? 4)}\n`).join(''));
+    fs.writeFileSync(files.authtab, o.accounts.map((a) => `${a.user}\t${a.hash ?? bcrypt.hashSync(a.pass, o.cost ?? 4)}\n`).join(''));
     const owner = (a: Account): { uid: number; gid: number } => a.owner ?? MAILUSER;
     fs.writeFileSync(files.usertab, o.accounts.map((a) => `${a.user}\t${owner(a).uid}:${owner(a).gid}:${path.join(dir, 'mail', a.user)}\n`).join(''));
     if (isRoot) for (const f of Object.values(files)) fs.chownSync(f, MAILUSER.uid, MAILUSER.gid);
@@ -111,7 +115,7 @@ export class PopdFixture {
       }
     const tlsPort = await freePort();
     const stlsPort = await freePort();
-    const args = [BIN.popd, '-d', '-v', '-a', files.authtab, '-u', files.usertab, '-c', files.cert, '-k', files.key, '-l', `127.0.0.1:${tlsPort}`, '-s', `127.0.0.1:${stlsPort}`, ...(o.args ?? [])];
+    const args = [BIN.popd, '-d', ...(o.verbose === false ? [] : ['-v']), '-a', files.authtab, '-u', files.usertab, '-c', files.cert, '-k', files.key, '-l', `127.0.0.1:${tlsPort}`, '-s', `127.0.0.1:${stlsPort}`, ...(o.args ?? [])];
     const asMailUser = isRoot && mode === 'unprivileged';
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(asMailUser ? { uid: MAILUSER.uid, gid: MAILUSER.gid } : {}) });
     const f = new PopdFixture(dir, proc, tlsPort, stlsPort, files);
