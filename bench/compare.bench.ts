@@ -331,7 +331,9 @@ export async function main(): Promise<void> {
   const mailboxes = Object.values(boxes).filter((b) => parts.has(b.part));
   const all = [...cost4, ...cost10, ...mailboxes];
 
-  const popd = await PopdFixture.start({ accounts: all, verbose: false, args: ['-M', '1000'] });
+  // POPD_ARGS adds popd options, e.g. POPD_ARGS='-W session' to compare the per-session mode.
+  const extra = (process.env.POPD_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const popd = await PopdFixture.start({ accounts: all, verbose: false, args: ['-M', '1000', ...extra] });
   const ddir = tmpdir('dovecot-bench-');
   let dovecot: DovecotServer | null = null;
   try {
