@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MAILUSER, isRoot, tmpdir } from './util';
 
-/** The wire form by the rule in DESIGN.md, byte by byte: bare LF -> CRLF, a CRLF at the end when missing. */
+/** The wire form by the rule in docs/architecture.md ("Maildir"), byte by byte: bare LF -> CRLF, a CRLF at the end when missing. */
 export function wireOracle(b: Buffer): Buffer {
   const out = Buffer.alloc(wireOctets(b));
   let o = 0;

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { isRoot, MAILUSER, tmpdir } from './util';
 
 /**
- * The wire form by the plainest possible reading of DESIGN.md: a LF not
+ * The wire form by the plainest possible reading of docs/architecture.md ("Maildir"): a LF not
  * preceded by CR gets one, and a non-empty message that does not end in LF
  * gets CRLF appended.
  */

@@ -1,7 +1,7 @@
 /**
  * The maildir store: delivery (popmda), opening a mailbox and committing its
  * deletions (wrkrpop), reindexing (popctl). The maildir is the truth and
- * popcache a cache of it; see DESIGN.md, "Maildir behaviour".
+ * popcache a cache of it; see docs/architecture.md, "Maildir".
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -6,7 +6,7 @@
  * invalid rather than reaching the command parser.
  */
 
-/** RFC 2449 / DESIGN.md: 255 octets plus CRLF. */
+/** RFC 2449 and docs/architecture.md, "Protocol": 255 octets plus CRLF. */
 export const MAX_LINE = 255;
 /** One over-long line this long is abuse, not a mistake: the session closes. */
 export const MAX_DISCARD = 64 * 1024;
