@@ -196,6 +196,48 @@ for (const isolation of ['uid', 'session'] as const) {
   });
 }
 
+describe('what children inherit', { skip: !isRoot && 'needs root: reads other users\' /proc entries' }, () => {
+  test('children get PATH as their environment and no descriptor popd inherited; popd closes the ones it can tell apart', async () => {
+    const q = await PopdFixture.start({ accounts: [{ user: 'alice', pass: 'pw-a' }], mode: 'root' });
+    await q.stop();
+    // The same configuration again, now started the way a careless wrapper would: root's environment
+    // with a secret in it, and authtab open on a low and a high descriptor without close-on-exec.
+    const authtabFd = fs.openSync(q.files.authtab, 'r');
+    const port = await freePort();
+    const stdio: Array<'ignore' | 'pipe' | number> = ['ignore', 'ignore', 'pipe', authtabFd, ...Array<'ignore'>(36).fill('ignore'), authtabFd];
+    const popd = spawn(process.execPath, [BIN.popd, '-d', '-v', '-a', q.files.authtab, '-u', q.files.usertab, '-c', q.files.cert, '-k', q.files.key, '-l', `127.0.0.1:${port}`], {
+      stdio,
+      env: { ...process.env, POPD_TEST_SECRET: 'hunter2' },
+    });
+    fs.closeSync(authtabFd);
+    let log = '';
+    popd.stderr!.on('data', (b: Buffer) => (log += b.toString()));
+    try {
+      await waitFor('popd to listen', () => log.includes('listening on'));
+      const c = await connectTls(port);
+      await c.line();
+      assert.match(await login(c, 'alice', 'pw-a'), /^\+OK/);
+      const authtab = fs.realpathSync(q.files.authtab);
+      const procs = tree(popd.pid!);
+      const children = procs.filter((x) => x.pid !== popd.pid);
+      assert.ok(children.some((x) => x.cmdline.includes(BIN.authpop)) && children.some((x) => x.cmdline.includes(BIN.wrkrpop)));
+      for (const x of children) {
+        assert.deepEqual(fs.readFileSync(`/proc/${x.pid}/environ`, 'utf8').split('\0').filter(Boolean), ['PATH=/usr/bin:/bin'], `${x.cmdline}'s environment`);
+        assert.ok(!x.fds.includes(authtab), `${x.cmdline} holds authtab`);
+        // Only stdio and the channel: nothing at 40, where popd got authtab.
+        assert.ok(!fs.existsSync(`/proc/${x.pid}/fd/40`), `${x.cmdline} has descriptor 40`);
+      }
+      // popd itself closed the high one; Node marks 0-15 close-on-exec at its start, so the low one is
+      // indistinguishable from Node's own and stays in popd (root, who may read authtab anyway), never in a child.
+      assert.ok(!fs.existsSync(`/proc/${popd.pid}/fd/40`), 'popd closed the descriptor it inherited at 40');
+      await c.cmd('QUIT');
+    } finally {
+      popd.kill('SIGTERM');
+      await new Promise((r) => popd.once('exit', r));
+    }
+  });
+});
+
 describe('faults and signals', () => {
   let p: PopdFixture;
   const big = msg(1, 'x'.repeat(200) + '\n') + ('y'.repeat(998) + '\n').repeat(8000);
