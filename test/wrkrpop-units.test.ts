@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Logger } from '@popd/shared/log';
-import { LineEvent, LineSplitter, MAX_DISCARD } from '@popd/wrkrpop/lines';
+import { LineEvent, LineSplitter, MAX_DISCARD, MAX_LONG_LINES, Pop3Lines } from '@popd/shared/pop3lines';
 import { parseCommand } from '@popd/wrkrpop/command';
 import { DotStuffer } from '@popd/wrkrpop/dotstuff';
 import { TopLimiter } from '@popd/wrkrpop/top';
@@ -32,19 +32,38 @@ function split(bytes: string | Buffer, step: number): LineEvent[] {
   return out;
 }
 
+const line = (text: string): LineEvent => ({ kind: 'line', line: Buffer.from(text, 'latin1') });
+
 test('LineSplitter: CRLF or bare LF, 255 octets, too long, control bytes; the same whatever the chunking', () => {
   const input = `STAT\r\nNOOP\n${'x'.repeat(255)}\r\n${'y'.repeat(256)}\r\n${'z'.repeat(1000)}\nA\0B\r\nC\rD\r\nLAST\r\npartial`;
   const want: LineEvent[] = [
-    { kind: 'line', text: 'STAT' },
-    { kind: 'line', text: 'NOOP' },
-    { kind: 'line', text: 'x'.repeat(255) },
+    line('STAT'),
+    line('NOOP'),
+    line('x'.repeat(255)),
     { kind: 'toolong' },
     { kind: 'toolong' },
     { kind: 'control' },
     { kind: 'control' },
-    { kind: 'line', text: 'LAST' },
+    line('LAST'),
   ];
   for (const step of [1, 2, 3, 7, 64, 255, 256, 257, 4096]) assert.deepEqual(split(input, step), want, `step ${step}`);
+});
+
+test('Pop3Lines: control bytes and over-long lines are answered; one over-long line too many ends the session; take() returns what is not a line yet', () => {
+  const p = new Pop3Lines();
+  p.push(Buffer.from(`A\0B\r\n${'y\r\n'.replace('y', 'y'.repeat(300)).repeat(MAX_LONG_LINES + 1)}STAT\r\nrest`));
+  assert.deepEqual(p.next(), { t: 'answer', text: '-ERR invalid character in command' });
+  for (let i = 0; i < MAX_LONG_LINES; i++) assert.deepEqual(p.next(), { t: 'answer', text: '-ERR line too long' });
+  assert.deepEqual(p.next(), { t: 'close', text: '-ERR too many over-long lines, closing', why: 'line flood' });
+  assert.deepEqual(p.next(), { t: 'line', line: Buffer.from('STAT') });
+  assert.equal(p.next(), null);
+  assert.equal(p.take().toString(), 'rest');
+  p.push(Buffer.from('US'));
+  assert.equal(p.next(), null);
+  p.push(Buffer.from('ER a\r\nPASS b'));
+  assert.deepEqual(p.next(), { t: 'line', line: Buffer.from('USER a') });
+  assert.equal(p.next(), null);
+  assert.equal(p.take().toString(), 'PASS b', 'the start of a line that spans pushes is taken too');
 });
 
 test('LineSplitter: an endless line is a flood once past MAX_DISCARD', () => {

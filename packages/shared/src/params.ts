@@ -34,6 +34,15 @@ export const IN_USE_WAIT_MS = 1_000;
 export const GRACE_MS = 10_000;
 export const KILL_AFTER_MS = 2_000;
 
+// ---- POP3 lines (authpop and wrkrpop alike) ----
+
+/** RFC 2449 section 4: a command line is at most 255 octets plus CRLF. */
+export const MAX_LINE = 255;
+/** Over-long lines a session may send before it is closed as a flood: a client bug gets answers, abuse ends. */
+export const MAX_LONG_LINES = 10;
+/** One over-long line this long is abuse, not a mistake: the session closes. */
+export const MAX_DISCARD = 64 * 1024;
+
 // ---- children (popd supervising authpop and wrkrpop) ----
 
 /** -A: authpop processes. One per core does every TLS handshake and relay in parallel; more only add memory. */

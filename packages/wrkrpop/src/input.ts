@@ -5,28 +5,28 @@
  * client) while an answer is being sent.
  */
 import { Duplex } from 'node:stream';
-import { LineEvent, LineSplitter } from './lines';
+import { LineStep, Pop3Lines } from '@popd/shared/pop3lines';
 
 export class LineInput {
   private readonly chunks: AsyncIterator<Buffer>;
-  private readonly splitter = new LineSplitter();
+  private readonly lines = new Pop3Lines();
 
   constructor(io: Duplex) {
     this.chunks = io[Symbol.asyncIterator]();
   }
 
   /**
-   * The next line event, or null at end of input. beforeWait runs when no
-   * complete line is buffered, before waiting for the client.
+   * The next line, answer or end, or null at end of input. beforeWait runs
+   * when no complete line is buffered, before waiting for the client.
    */
-  async next(beforeWait: () => Promise<void>): Promise<LineEvent | null> {
+  async next(beforeWait: () => Promise<void>): Promise<LineStep | null> {
     for (;;) {
-      const ev = this.splitter.next();
-      if (ev) return ev;
+      const step = this.lines.next();
+      if (step) return step;
       await beforeWait();
       const r = await this.chunks.next();
       if (r.done) return null;
-      this.splitter.push(r.value);
+      this.lines.push(r.value);
     }
   }
 }

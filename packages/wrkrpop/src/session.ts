@@ -20,9 +20,6 @@ import { TopLimiter } from './top';
 
 export type EndReason = 'quit' | 'eof' | 'timeout' | 'error';
 
-/** Over-long lines a session may send before it is closed as a flood. */
-export const MAX_LONG_LINES = 10;
-
 export interface SessionContext {
   /** The maildir as this process sees it ("/" when chrooted into it). */
   maildir: string;
@@ -36,7 +33,6 @@ export class Session {
   private readonly input: LineInput;
   private idle: NodeJS.Timeout | null = null;
   private timedOut = false;
-  private longLines = 0;
   /** Messages sent whole by RETR. */
   retrieved = 0;
   /** Wire octets found by RETR where the index said otherwise, by unique name: popcache is fixed at the end. */
@@ -68,16 +64,14 @@ export class Session {
         const ev = await this.input.next(() => this.out.flush());
         if (ev === null) return 'eof';
         this.touch();
-        if (ev.kind === 'line') {
-          if (await this.execute(parseCommand(ev.text))) return 'quit';
-        } else if (ev.kind === 'control') {
-          await this.out.line('-ERR invalid character in command');
-        } else if (ev.kind === 'flood' || ++this.longLines > MAX_LONG_LINES) {
-          await this.out.line('-ERR too many over-long lines, closing');
-          this.detail = 'line flood';
-          return 'error';
+        if (ev.t === 'line') {
+          if (await this.execute(parseCommand(ev.line.toString('latin1')))) return 'quit';
+        } else if (ev.t === 'answer') {
+          await this.out.line(ev.text);
         } else {
-          await this.out.line('-ERR line too long');
+          await this.out.line(ev.text);
+          this.detail = ev.why;
+          return 'error';
         }
       }
     } catch (err) {

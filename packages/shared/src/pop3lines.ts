@@ -1,18 +1,18 @@
 /**
- * Splits the client's bytes into command lines. A line is at most MAX_LINE
+ * POP3 command lines from a client, with one policy for the login phase
+ * (authpop) and the mailbox phase (wrkrpop). A line is at most MAX_LINE
  * octets before its CRLF (or bare LF); a longer one is reported once, at its
  * end, and its bytes are dropped as they arrive, so memory stays bounded
  * whatever the client sends. Control bytes (NUL and the like) make a line
- * invalid rather than reaching the command parser.
+ * invalid rather than reaching a command parser. Pop3Lines turns those
+ * events into what to do: a line, an -ERR answer, or the end of the session.
  */
+import { MAX_DISCARD, MAX_LINE, MAX_LONG_LINES } from './params';
 
-/** RFC 2449 and docs/architecture.md, "Protocol": 255 octets plus CRLF. */
-export const MAX_LINE = 255;
-/** One over-long line this long is abuse, not a mistake: the session closes. */
-export const MAX_DISCARD = 64 * 1024;
+export { MAX_DISCARD, MAX_LINE, MAX_LONG_LINES };
 
 export type LineEvent =
-  | { kind: 'line'; text: string }
+  | { kind: 'line'; line: Buffer }
   | { kind: 'toolong' }
   | { kind: 'control' }
   /** An over-long line passed MAX_DISCARD before its end. */
@@ -64,7 +64,18 @@ export class LineSplitter {
     if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
     if (line.length > MAX_LINE) return { kind: 'toolong' };
     if (hasControl(line)) return { kind: 'control' };
-    return { kind: 'line', text: line.toString('latin1') };
+    return { kind: 'line', line };
+  }
+
+  /** Takes every byte not yet returned as a line (bytes pipelined after a login, or sent in the clear before STLS's handshake). */
+  take(): Buffer {
+    const rest = Buffer.concat([...this.head, this.buf.subarray(this.off)]);
+    this.buf = EMPTY;
+    this.off = 0;
+    this.head = [];
+    this.headLen = 0;
+    this.discarded = -1;
+    return rest;
   }
 
   /** Keeps the unfinished end of the chunk, or only counts it once the line is too long. */
@@ -87,5 +98,43 @@ export class LineSplitter {
     // A copy: the chunk may be a view of a buffer the stream reuses.
     this.head.push(Buffer.from(rest));
     this.headLen += rest.length;
+  }
+}
+
+export type LineStep =
+  | { t: 'line'; line: Buffer }
+  /** Answer this and read on. */
+  | { t: 'answer'; text: string }
+  /** Answer this and end the session. */
+  | { t: 'close'; text: string; why: string };
+
+/** The policy: control bytes and over-long lines are answered; more than MAX_LONG_LINES over-long lines, or one endless line, end the session. */
+export class Pop3Lines {
+  private readonly splitter = new LineSplitter();
+  private longLines = 0;
+
+  /** Feeds the next chunk; call only after next() returned null. */
+  push(chunk: Buffer): void {
+    this.splitter.push(chunk);
+  }
+
+  take(): Buffer {
+    return this.splitter.take();
+  }
+
+  next(): LineStep | null {
+    const ev = this.splitter.next();
+    if (ev === null) return null;
+    switch (ev.kind) {
+      case 'line':
+        return { t: 'line', line: ev.line };
+      case 'control':
+        return { t: 'answer', text: '-ERR invalid character in command' };
+      case 'toolong':
+        if (++this.longLines <= MAX_LONG_LINES) return { t: 'answer', text: '-ERR line too long' };
+        return { t: 'close', text: '-ERR too many over-long lines, closing', why: 'line flood' };
+      case 'flood':
+        return { t: 'close', text: '-ERR too many over-long lines, closing', why: 'line flood' };
+    }
   }
 }
