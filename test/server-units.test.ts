@@ -10,8 +10,7 @@ import { escapeLog, Logger } from '@popd/shared/log';
 import { PassThrough } from 'node:stream';
 import { childLines } from '@popd/popd/childio';
 import { MAX_CHILD_LINE } from '@popd/shared/params';
-import { LineBuffer, MAX_LINE } from '@popd/authpop/lines';
-import { newSession, step } from '@popd/authpop/session';
+import { newSession, refusal, refusedLine, step } from '@popd/authpop/session';
 import { ConnLimits } from '@popd/popd/limits';
 import { parseAddress } from '@popd/popd/options';
 import { BcryptPool } from '@popd/popd/bcryptpool';
@@ -45,31 +44,25 @@ test('session: AUTH PLAIN forms, "=" and "*", malformed responses', () => {
   for (const bad of ['=', 'not base64!', b64('only\0two'), b64('\0\0pw'), b64('x\0y\0pw')]) {
     const r = step(s, `AUTH PLAIN ${bad}`);
     assert.equal(r.t, 'reply', bad);
+    assert.match((r as { lines: string[] }).lines[0], /^-ERR /, bad);
   }
-  assert.equal(step(s, 'AUTH PLAIN a b').t, 'reply');
+  assert.match((step(s, 'AUTH PLAIN a b') as { lines: string[] }).lines[0], /^-ERR /);
   assert.deepEqual(step(s, 'QUIT'), { t: 'quit' });
-  assert.match((step(s, 'US\0ER x') as { lines: string[] }).lines[0], /NUL/);
-  // A NUL in the response line ends the exchange like any bad response: the next line is a command.
-  for (const nul of ['\0', '*\0', `${b64('\0bob\0pw')}\0`]) {
+  // A line the reader refuses (a NUL, too long) ends the exchange like any bad response: the next line is a command.
+  for (const answer of ['-ERR invalid character in command', '-ERR line too long']) {
     step(s, 'AUTH PLAIN');
-    assert.match((step(s, nul) as { lines: string[] }).lines[0], /NUL/);
-    assert.equal((step(s, 'CAPA') as { lines: string[] }).lines[0], '+OK capability list follows', JSON.stringify(nul));
+    assert.deepEqual(refusedLine(s, answer), { t: 'reply', lines: [answer] });
+    assert.equal((step(s, 'CAPA') as { lines: string[] }).lines[0], '+OK capability list follows', answer);
   }
 });
 
-test('lines: CRLF or LF, 255 octets at most, the rest kept for the relay', () => {
-  const l = new LineBuffer();
-  l.push(Buffer.from('USER a\r\nPASS b\nST'));
-  assert.equal((l.next() as { line: Buffer }).line.toString(), 'USER a');
-  assert.equal((l.next() as { line: Buffer }).line.toString(), 'PASS b');
-  assert.equal(l.next(), null);
-  assert.equal(l.take().toString(), 'ST');
-  l.push(Buffer.from('x'.repeat(MAX_LINE) + '\r'));
-  assert.equal(l.next(), null, 'a full line may still get its LF');
-  l.push(Buffer.from('\n'));
-  assert.equal((l.next() as { line: Buffer }).line.length, MAX_LINE);
-  l.push(Buffer.from('y'.repeat(MAX_LINE + 2)));
-  assert.deepEqual(l.next(), { tooLong: true });
+test('session: a refused login is answered at once after a right password, else after the delay; the third failure closes', () => {
+  const s = newSession('tls');
+  assert.deepEqual(refusal(s, 'IN-USE', 'mailbox already in use by another session'), { t: 'answer', line: '-ERR [IN-USE] mailbox already in use by another session' });
+  assert.deepEqual(refusal(s, 'SYS/PERM', 'this server cannot serve this user'), { t: 'answer', line: '-ERR [SYS/PERM] this server cannot serve this user' });
+  assert.deepEqual(refusal(s, 'AUTH', 'x'), { t: 'delay', line: '-ERR [AUTH] invalid user name or password', close: false });
+  assert.deepEqual(refusal(s, 'SYS/TEMP', 'server busy, try again later'), { t: 'delay', line: '-ERR [SYS/TEMP] server busy, try again later', close: false });
+  assert.deepEqual(refusal(s, 'AUTH', 'x'), { t: 'delay', line: '-ERR [AUTH] invalid user name or password', close: true });
 });
 
 test('addresses: IPv4 or [IPv6], optional port', () => {

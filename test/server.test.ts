@@ -215,11 +215,15 @@ describe('one popd', () => {
     await b.cmd('QUIT');
   });
 
-  test('a line over 255 octets is refused and the connection closed', async () => {
+  test('before login as after: a line over 255 octets is refused and the session goes on; the eleventh closes it; a NUL is refused', async () => {
     const c = await connectTls(p.tlsPort);
     await c.line();
-    assert.match(await c.cmd('USER ' + 'a'.repeat(300)), /^-ERR/);
-    assert.equal((await c.rest()).length, 0);
+    assert.equal(await c.cmd('USER ' + 'a'.repeat(300)), '-ERR line too long');
+    assert.equal(await c.cmd('US\0ER a'), '-ERR invalid character in command');
+    assert.match(await c.cmd('CAPA'), /^\+OK/);
+    await c.multi();
+    c.sendRaw(('NOOP ' + 'x'.repeat(400) + '\r\n').repeat(12));
+    assert.equal((await c.rest()).toString(), '-ERR line too long\r\n'.repeat(9) + '-ERR too many over-long lines, closing\r\n');
   });
 
   test('unknown commands and transaction commands before login get -ERR, the session goes on', async () => {

@@ -1,13 +1,22 @@
 /**
  * One client connection in authpop: TLS (implicit, or after STLS), the
- * AUTHORIZATION state with its limits, then a relay to the worker.
+ * AUTHORIZATION state with its limits, then a relay to the worker. One
+ * phase field says where it is (docs/architecture.md, "authpop"):
+ *
+ *   handshake -> command <-> verdict -> delay -> command ...
+ *                command -> handshake (STLS)      verdict -> relay
+ *   any -> closing (last line written) -> closed (socket gone)
+ *
+ * What to answer is decided by the pure session (step, refusal); this file
+ * does the I/O and the timers.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import type { AuthVerdict, NewConnection } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
-import { LineBuffer } from './lines';
-import { AUTH_FAILED, GREETING, MAX_FAILURES, newSession, SessionState, Step, step } from './session';
+import { CLOSE_LINGER_MS } from '@popd/shared/params';
+import { Pop3Lines } from '@popd/shared/pop3lines';
+import { GREETING, newSession, refusal, refusedLine, SessionState, Step, step } from './session';
 import { relay } from './relay';
 
 export interface ConnDeps {
@@ -21,24 +30,16 @@ export interface ConnDeps {
   closed(id: string): void;
 }
 
-/** How long a closing connection may take to flush before it is destroyed. */
-const LINGER_MS = 5_000;
+export type Phase = 'handshake' | 'command' | 'verdict' | 'delay' | 'relay' | 'closing' | 'closed';
 
 export class Connection {
   private sock: net.Socket;
-  private readonly lines = new LineBuffer();
+  private phase: Phase = 'command';
+  private readonly lines = new Pop3Lines();
   private readonly state: SessionState;
   private readonly where: string;
-  /** Waiting for popd's verdict or in a failure delay: no line is read. */
-  private busy = false;
-  private relaying = false;
-  /** Between STLS (or accept) and the end of the TLS handshake. */
-  private handshaking = false;
-  /** The last line is written; nothing more is read or relayed. */
-  private closing = false;
-  /** The client has sent all it will send (half-close): answer what is buffered, then close. */
-  private eof = false;
-  private done = false;
+  /** The client has sent all it will send (half-close): its buffered lines are answered, then the connection closes. */
+  private clientEnded = false;
   private pendingUser = '';
   private readonly timers = new Set<NodeJS.Timeout>();
   /** The login timeout counts the client's time only: it stops while popd checks a password. */
@@ -75,8 +76,7 @@ export class Connection {
 
   private stopLoginClock(): void {
     if (this.loginTimer === null) return;
-    clearTimeout(this.loginTimer);
-    this.timers.delete(this.loginTimer);
+    this.clearTimer(this.loginTimer);
     this.loginTimer = null;
     this.loginLeftMs = Math.max(0, this.loginLeftMs - (Date.now() - this.loginSince));
   }
@@ -90,6 +90,16 @@ export class Connection {
     return t;
   }
 
+  private clearTimer(t: NodeJS.Timeout): void {
+    clearTimeout(t);
+    this.timers.delete(t);
+  }
+
+  private clearTimers(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
   private greet(): void {
     if (this.conn.refuse !== undefined) {
       this.deps.log.notice(`refused ${this.where}: ${this.conn.refuse}`);
@@ -101,17 +111,18 @@ export class Connection {
 
   private startTls(plain: net.Socket, then: () => void): void {
     const t = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.ctx });
-    this.handshaking = true;
+    this.phase = 'handshake';
     const limit = this.timer(this.deps.handshakeTimeoutMs, () => {
       this.deps.log.info(`TLS handshake timeout from ${this.where}`);
       t.destroy();
     });
     t.once('secure', () => {
-      clearTimeout(limit);
-      this.timers.delete(limit);
-      this.handshaking = false;
+      this.clearTimer(limit);
+      if (this.phase !== 'handshake') return;
+      this.phase = 'command';
       this.deps.log.debug(`${this.where}: ${t.getProtocol()} ${t.getCipher()?.name ?? ''}`);
       then();
+      this.pump();
     });
     this.attach(t);
   }
@@ -128,24 +139,26 @@ export class Connection {
   }
 
   private readonly onData = (chunk: Buffer): void => {
-    if (this.closing) return; // the last line is written: whatever comes now is dropped, not buffered
+    // The last line is written: whatever comes now is dropped, not buffered.
+    if (this.phase === 'closing' || this.phase === 'closed') return;
     this.lines.push(chunk);
     this.pump();
   };
 
   private readonly onEnd = (): void => {
-    this.eof = true;
+    this.clientEnded = true;
     this.pump();
   };
 
+  /** Answers buffered lines while the phase is 'command'. */
   private pump(): void {
-    while (!this.busy && !this.relaying && !this.closing && !this.done) {
+    while (this.phase === 'command') {
       // A client that does not read its answers stops being read.
       if (this.sock.writableNeedDrain) {
         this.sock.pause();
         this.sock.once('drain', () => {
           // Waiting for popd keeps the socket paused: resume() does it then.
-          if (this.busy) return;
+          if (this.phase !== 'command') return;
           this.sock.resume();
           this.pump();
         });
@@ -153,14 +166,11 @@ export class Connection {
       }
       const next = this.lines.next();
       if (next === null) {
-        if (this.eof) this.close(null);
+        if (this.clientEnded) this.close(null);
         return;
       }
-      if ('tooLong' in next) {
-        this.close('-ERR line too long');
-        return;
-      }
-      this.act(step(this.state, next.line.toString('utf8')));
+      if (next.t === 'close') this.close(next.text);
+      else this.act(next.t === 'line' ? step(this.state, next.line.toString('utf8')) : refusedLine(this.state, next.text));
     }
   }
 
@@ -184,7 +194,7 @@ export class Connection {
         return;
       }
       case 'auth':
-        this.busy = true;
+        this.phase = 'verdict';
         this.stopLoginClock();
         this.sock.pause();
         this.deps.askPopd(this.conn.id, s.user, s.pass);
@@ -193,10 +203,10 @@ export class Connection {
     }
   }
 
-  /** popd's answer; with ok, worker is the worker's end of its socketpair. */
+  /** popd's answer; with ok, worker is the worker's end of the session's socket. */
   verdict(v: AuthVerdict, worker: net.Socket | undefined): void {
     const user = this.pendingUser;
-    if (this.done || this.closing || !this.busy) {
+    if (this.phase !== 'verdict') {
       worker?.destroy();
       return;
     }
@@ -211,40 +221,36 @@ export class Connection {
       return;
     }
     this.deps.log.notice(`login failed for ${user} from ${this.where}: ${v.code} ${v.text}`);
-    const answer = v.code === 'AUTH' ? AUTH_FAILED : `-ERR [${v.code}] ${v.text}`;
-    // IN-USE and SYS/PERM come after a right password: answered at once, not counted.
-    if (v.code === 'IN-USE' || v.code === 'SYS/PERM') {
-      this.write([answer]);
+    const r = refusal(this.state, v.code, v.text);
+    if (r.t === 'answer') {
+      this.write([r.line]);
       this.resume();
       return;
     }
-    // A busy server's refusal counts and waits like a wrong password: no client retries password checks without pause or end.
+    this.phase = 'delay';
     // The failure delay is the server's: the client's clock starts again with the answer.
-    this.state.failures++;
     this.timer(this.deps.failDelayMs, () => {
-      if (this.done || this.closing) return;
-      if (this.state.failures >= MAX_FAILURES) {
-        this.deps.log.notice(`${this.where}: ${MAX_FAILURES} failed logins, closing`);
-        this.close(answer);
+      if (this.phase !== 'delay') return;
+      if (r.close) {
+        this.deps.log.notice(`${this.where}: ${this.state.failures} failed logins, closing`);
+        this.close(r.line);
         return;
       }
-      this.write([answer]);
+      this.write([r.line]);
       this.resume();
     });
   }
 
   private resume(): void {
-    this.busy = false;
+    this.phase = 'command';
     this.runLoginClock();
     this.sock.resume();
     this.pump();
   }
 
   private startRelay(worker: net.Socket): void {
-    this.relaying = true;
-    this.busy = false;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    this.phase = 'relay';
+    this.clearTimers();
     this.sock.removeListener('data', this.onData);
     this.sock.removeListener('end', this.onEnd);
     // The worker's first line answers the login; bytes pipelined after it go first.
@@ -252,16 +258,16 @@ export class Connection {
   }
 
   private timeout(): void {
-    if (this.relaying || this.done) return;
+    if (this.phase === 'relay' || this.phase === 'closing' || this.phase === 'closed') return;
     this.deps.log.info(`login timeout for ${this.where}`);
-    if (this.handshaking) this.sock.destroy();
+    if (this.phase === 'handshake') this.sock.destroy();
     else this.close('-ERR [SYS/TEMP] login timeout');
   }
 
   /** Server shutdown: a connection that has not logged in is told and closed; a relay runs to its end. */
   shutdown(): void {
-    if (this.relaying || this.done) return;
-    if (this.handshaking) this.sock.destroy();
+    if (this.phase === 'relay' || this.phase === 'closing' || this.phase === 'closed') return;
+    if (this.phase === 'handshake') this.sock.destroy();
     else this.close('-ERR [SYS/TEMP] server shutting down');
   }
 
@@ -272,17 +278,16 @@ export class Connection {
   /** Ends the connection after a last line (none when the client has already gone quiet). */
   private close(last: string | null): void {
     if (last !== null) this.write([last]);
-    this.closing = true;
+    this.phase = 'closing';
     this.sock.end();
     const s = this.sock;
-    setTimeout(() => s.destroy(), LINGER_MS).unref();
+    setTimeout(() => s.destroy(), CLOSE_LINGER_MS).unref();
   }
 
   private finish(): void {
-    if (this.done) return;
-    this.done = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.clearTimers();
     this.deps.closed(this.conn.id);
   }
 }

@@ -5,9 +5,7 @@
  * the other down.
  */
 import net from 'node:net';
-
-/** How long one side may take to finish after the other left. */
-const LINGER_MS = 10_000;
+import { RELAY_LINGER_MS } from '@popd/shared/params';
 
 export function relay(client: net.Socket, worker: net.Socket, pipelined: Buffer, onError: (err: Error) => void): void {
   const fail = (err: Error): void => {
@@ -29,12 +27,12 @@ export function relay(client: net.Socket, worker: net.Socket, pipelined: Buffer,
     client.unpipe(worker);
     client.resume();
     client.end();
-    setTimeout(() => client.destroy(), LINGER_MS).unref();
+    setTimeout(() => client.destroy(), RELAY_LINGER_MS).unref();
   });
   // The client may leave right after QUIT: the worker still gets every byte, then EOF.
   client.on('close', () => {
     worker.end();
-    setTimeout(() => worker.destroy(), LINGER_MS).unref();
+    setTimeout(() => worker.destroy(), RELAY_LINGER_MS).unref();
   });
   if (pipelined.length > 0) worker.write(pipelined);
   client.pipe(worker);

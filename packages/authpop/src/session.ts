@@ -1,9 +1,10 @@
 /**
  * The AUTHORIZATION state of one connection, as a pure state machine: a
- * line in, what to do out. The caller does the I/O, the timers and the
- * question to popd.
+ * line in, what to do out; popd's verdict in, what to answer and when. The
+ * caller does the I/O, the timers and the question to popd.
  */
-export const MAX_FAILURES = 3;
+import type { VerdictCode } from '@popd/shared/ipc';
+import { MAX_FAILURES } from '@popd/shared/params';
 
 export type Step =
   | { t: 'reply'; lines: string[] }
@@ -42,6 +43,31 @@ export function capabilities(s: SessionState): string[] {
 
 const reply = (...lines: string[]): Step => ({ t: 'reply', lines });
 const NOT_YET_TLS = reply('-ERR [AUTH] credentials are refused before STLS');
+
+/** A line the reader refused (control bytes, too long): answered, and it ends a pending AUTH exchange like any line. */
+export function refusedLine(s: SessionState, answer: string): Step {
+  s.saslPending = false;
+  return reply(answer);
+}
+
+export type VerdictStep =
+  /** Answer now and read on (the password was right: not a failure). */
+  | { t: 'answer'; line: string }
+  /** Answer after the failure delay; then close when close is set, else read on. */
+  | { t: 'delay'; line: string; close: boolean };
+
+/**
+ * popd's refusal of a login. IN-USE and SYS/PERM come after a right
+ * password: answered at once, not counted. A wrong password and a busy
+ * server's refusal count and wait alike: no client retries password checks
+ * without pause or end; the MAX_FAILURES-th closes the connection.
+ */
+export function refusal(s: SessionState, code: VerdictCode, text: string): VerdictStep {
+  const line = code === 'AUTH' ? AUTH_FAILED : `-ERR [${code}] ${text}`;
+  if (code === 'IN-USE' || code === 'SYS/PERM') return { t: 'answer', line };
+  s.failures++;
+  return { t: 'delay', line, close: s.failures >= MAX_FAILURES };
+}
 
 /** Handles one client line (UTF-8 decoded, without CRLF). */
 export function step(s: SessionState, line: string): Step {

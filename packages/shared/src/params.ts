@@ -16,6 +16,10 @@ export const DEFAULT_LOGIN_TIMEOUT_S = 30;
 export const DEFAULT_IDLE_TIMEOUT_S = 600;
 /** A TLS handshake (implicit, or after STLS) must end within this, whatever the login time left. */
 export const HANDSHAKE_TIMEOUT_MS = 30_000;
+/** A connection closing after its last line may take this long to flush it before it is destroyed. */
+export const CLOSE_LINGER_MS = 5_000;
+/** After one side of a relay ends (QUIT, a crash, a client gone), the other may take this long to finish. */
+export const RELAY_LINGER_MS = 10_000;
 /** After a failed login, authpop waits this long before it answers: online guessing costs a second a try. */
 export const FAIL_DELAY_MS = 1_000;
 /** Failed logins on one connection before it is closed. */
