@@ -12,6 +12,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { hostPort } from '@popd/shared/addr';
 import type { AuthVerdict, NewConnection } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
 import { CLOSE_LINGER_MS } from '@popd/shared/params';
@@ -52,7 +53,7 @@ export class Connection {
     private readonly conn: NewConnection,
     private readonly deps: ConnDeps,
   ) {
-    this.where = conn.address.includes(':') ? `[${conn.address}]:${conn.port}` : `${conn.address}:${conn.port}`;
+    this.where = hostPort(conn.address, conn.port);
     this.state = newSession(conn.mode);
     // A client may send its last commands and half-close at once: it still gets its answers.
     raw.allowHalfOpen = true;

@@ -9,9 +9,11 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { hostPort } from '@popd/shared/addr';
 import { AuthpopConfig, AuthpopToPopd, PopdToAuthpop, PROTOCOL } from '@popd/shared/ipc';
 import { HANDSHAKE_TIMEOUT_MS } from '@popd/shared/params';
 import { dropPrivileges } from '@popd/shared/privdrop';
+import { tls13Context } from '@popd/shared/tls13';
 import { ToPopd } from '@popd/shared/topopd';
 import { Connection } from './connection';
 
@@ -35,7 +37,6 @@ function socketOf(fd: number): net.Socket {
   return new net.Socket({ fd, readable: true, writable: true });
 }
 
-const secureContext = (cert: Buffer | string, key: Buffer | string): tls.SecureContext => tls.createSecureContext({ cert, key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
 
 function configure(c: AuthpopConfig): void {
   if (c.v !== PROTOCOL) {
@@ -43,7 +44,7 @@ function configure(c: AuthpopConfig): void {
     process.exit(1);
   }
   try {
-    ctx = secureContext(fs.readFileSync(c.cert), fs.readFileSync(c.key));
+    ctx = tls13Context(fs.readFileSync(c.cert), fs.readFileSync(c.key));
     if (c.drop !== null) dropPrivileges(c.drop);
   } catch (err) {
     log.err(`cannot start: ${(err as Error).message}`);
@@ -74,7 +75,7 @@ function onMessage(m: PopdToAuthpop, fd: number | null): void {
         sock.destroy();
         return;
       }
-      log.info(`connection from ${m.address}:${m.port}${m.mode === 'stls' ? ' (STLS)' : ''}`);
+      log.info(`connection from ${hostPort(m.address, m.port)}${m.mode === 'stls' ? ' (STLS)' : ''}`);
       const c = new Connection(sock, m, {
         ctx,
         loginTimeoutMs: config.loginTimeoutMs,
@@ -100,7 +101,7 @@ function onMessage(m: PopdToAuthpop, fd: number | null): void {
     case 'tls':
       // Connections from now on use it; those under way keep theirs.
       try {
-        ctx = secureContext(m.cert, m.key);
+        ctx = tls13Context(m.cert, m.key);
         log.info('certificate reloaded');
       } catch (err) {
         log.err(`certificate not reloaded: ${(err as Error).message}`);

@@ -4,6 +4,7 @@
  * caller does the I/O, the timers and the question to popd.
  */
 import type { VerdictCode } from '@popd/shared/ipc';
+import { authorizationCapabilities } from '@popd/shared/capa';
 import { MAX_FAILURES } from '@popd/shared/params';
 
 export type Step =
@@ -32,13 +33,7 @@ export const GREETING = '+OK POP3 server ready';
 export const AUTH_FAILED = '-ERR [AUTH] invalid user name or password';
 
 export function capabilities(s: SessionState): string[] {
-  const caps = ['+OK capability list follows'];
-  // Before TLS no way to log in is offered: RFC 2595 clients ask again after STLS.
-  if (s.tls) caps.push('USER', 'SASL PLAIN');
-  caps.push('TOP', 'UIDL', 'PIPELINING', 'RESP-CODES', 'AUTH-RESP-CODE');
-  if (s.plain && !s.tls) caps.push('STLS');
-  caps.push('IMPLEMENTATION popd', '.');
-  return caps;
+  return ['+OK capability list follows', ...authorizationCapabilities(s.tls, s.plain), '.'];
 }
 
 const reply = (...lines: string[]): Step => ({ t: 'reply', lines });

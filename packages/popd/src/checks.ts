@@ -4,9 +4,9 @@
  * certificate and key, the unprivileged user and its chroot directory.
  */
 import fs from 'node:fs';
-import tls from 'node:tls';
 import { loadTables, Tables } from '@popd/shared/tables';
 import { isRoot, lookupUser } from '@popd/shared/privdrop';
+import { tls13Context } from '@popd/shared/tls13';
 import type { Options } from './options';
 
 export interface Checked {
@@ -33,7 +33,7 @@ export function checkCertKey(certFile: string, keyFile: string): string[] {
   const key = readable(keyFile, 'key', problems);
   if (cert === null || key === null) return problems;
   try {
-    tls.createSecureContext({ cert, key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+    tls13Context(cert, key);
   } catch (err) {
     const msg = (err as Error).message;
     problems.push(/mismatch/i.test(msg) ? `${keyFile}: key does not match certificate ${certFile}` : `${certFile}, ${keyFile}: cannot load certificate and key: ${msg}`);

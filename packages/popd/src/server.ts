@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import nacl from 'tweetnacl';
+import { hostPort } from '@popd/shared/addr';
 import { AuthRequest, AuthVerdict, NewConnection, PROTOCOL, VerdictCode } from '@popd/shared/ipc';
 import { FAIL_DELAY_MS, GRACE_MS, IN_USE_WAIT_MS, KILL_AFTER_MS, MAX_CHECKS, MAX_QUEUED, MAX_REFUSING, maxWaitingChecks } from '@popd/shared/params';
 import { isRoot } from '@popd/shared/privdrop';
@@ -97,7 +98,7 @@ export class Server {
     for (const l of this.o.listen) this.servers.push(await this.bind(l));
     await this.authpops.start();
     this.workers.warm();
-    const where = this.o.listen.map((l) => `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}${l.mode === 'stls' ? ' (STLS)' : ''}`).join(', ');
+    const where = this.o.listen.map((l) => `${hostPort(l.host, l.port)}${l.mode === 'stls' ? ' (STLS)' : ''}`).join(', ');
     this.logs.log.info(`listening on ${where}; ${users(this.tables)}; ${this.o.authpops} authpop, workers per ${this.o.isolation}`);
   }
 
@@ -106,7 +107,7 @@ export class Server {
       const srv = net.createServer({ pauseOnConnect: true }, (sock) => this.accept(sock, l.mode));
       srv.once('error', (err: NodeJS.ErrnoException) => {
         const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.code === 'EADDRNOTAVAIL' ? 'address not available' : err.message;
-        reject(new Error(`cannot listen on ${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}: ${why}`));
+        reject(new Error(`cannot listen on ${hostPort(l.host, l.port)}: ${why}`));
       });
       srv.listen({ host: l.host, port: l.port, ipv6Only: l.host.includes(':'), exclusive: true }, () => {
         srv.removeAllListeners('error');

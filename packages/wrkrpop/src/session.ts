@@ -10,7 +10,7 @@ import { Message, markSeen } from '@popd/shared/maildir';
 import { uidlOf } from '@popd/shared/popcache';
 import { errnoCode } from '@popd/shared/fsutil';
 import { Logger } from '@popd/shared/log';
-import { CAPABILITIES } from './capa';
+import { TRANSACTION_CAPABILITIES } from '@popd/shared/capa';
 import { Command, parseCommand } from './command';
 import { LineInput } from './input';
 import { Maildrop } from './maildrop';
@@ -106,7 +106,7 @@ export class Session {
         return false;
       case 'CAPA':
         await out.line('+OK capability list follows');
-        for (const c of CAPABILITIES) await out.line(c);
+        for (const c of TRANSACTION_CAPABILITIES) await out.line(c);
         await out.line('.');
         return false;
       case 'DELE': {
