@@ -10,7 +10,7 @@ import { escapeLog, Logger } from '@popd/shared/log';
 import { PassThrough } from 'node:stream';
 import { childLines } from '@popd/popd/childio';
 import { MAX_CHILD_LINE } from '@popd/shared/params';
-import { newSession, refusal, refusedLine, step } from '@popd/authpop/session';
+import { newSession, refusal, refusedLine, step } from '@popd/authpop/authorization';
 import { ConnLimits } from '@popd/popd/limits';
 import { parseAddress } from '@popd/popd/options';
 import { BcryptPool } from '@popd/popd/bcryptpool';

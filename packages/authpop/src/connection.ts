@@ -17,7 +17,7 @@ import type { AuthVerdict, NewConnection } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
 import { CLOSE_LINGER_MS } from '@popd/shared/params';
 import { Pop3Lines } from '@popd/shared/pop3lines';
-import { GREETING, newSession, refusal, refusedLine, SessionState, Step, step } from './session';
+import { GREETING, newSession, refusal, refusedLine, SessionState, Step, step } from './authorization';
 import { relay } from './relay';
 
 export interface ConnDeps {

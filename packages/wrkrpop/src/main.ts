@@ -17,7 +17,7 @@ import { PROTOCOL, WorkerConfine } from '@popd/shared/ipc';
 import { EX_NOPERM, EX_OK, EX_SOFTWARE } from '@popd/shared/sysexits';
 import { ToPopd } from '@popd/shared/topopd';
 import { serve } from './serve';
-import { confine, isRetire, parseConfine, parseSession, Refusal, trustedDir, UNAVAILABLE } from './start';
+import { confine, isRetire, parseConfine, parseSession, Refusal, trustedDir, UNAVAILABLE } from './confine';
 
 const popd = new ToPopd('wrkrpop');
 const log = popd.log;

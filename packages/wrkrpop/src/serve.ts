@@ -10,7 +10,7 @@ import { MAILDROP_LOCK, Lock, tryLock } from '@popd/shared/lock';
 import { errnoCode } from '@popd/shared/fsutil';
 import { Logger } from '@popd/shared/log';
 import { Maildrop } from './maildrop';
-import { EndReason, Session } from './session';
+import { EndReason, Session } from './transaction';
 
 export interface ServeOptions {
   user: string;
