@@ -6,13 +6,13 @@
  */
 import fs from 'node:fs';
 import { Duplex } from 'node:stream';
-import { Message, markSeen } from '@popd/shared/maildir';
-import { uidlOf } from '@popd/shared/popcache';
+import { markSeen } from '@popd/shared/maildir';
 import { errnoCode } from '@popd/shared/fsutil';
 import { Logger } from '@popd/shared/log';
 import { CAPABILITIES } from './capa';
 import { Command, parseCommand } from './command';
 import { LineInput } from './input';
+import { writeListing } from './listing';
 import { Maildrop } from './maildrop';
 import { Output } from './output';
 import { openMessage, streamMessage } from './retr';
@@ -122,14 +122,13 @@ export class Session {
       }
       case 'LIST':
       case 'UIDL': {
-        const field = cmd.kind === 'LIST' ? (m: Message) => m.octets : (m: Message) => uidlOf(m.unique);
         if (cmd.msg !== null) {
           const m = box.lookup(cmd.msg);
-          await out.line(typeof m === 'string' ? `-ERR ${m}` : `+OK ${cmd.msg} ${field(m)}`);
+          await out.line(typeof m === 'string' ? `-ERR ${m}` : `+OK ${cmd.msg} ${cmd.kind === 'LIST' ? m.octets : box.uidl(cmd.msg)}`);
           return false;
         }
         await out.line(cmd.kind === 'LIST' ? `+OK ${box.count} messages (${box.octets} octets)` : '+OK unique-id listing follows');
-        for (const [n, m] of box.live()) await out.line(`${n} ${field(m)}`);
+        await writeListing(out, box, cmd.kind);
         await out.line('.');
         return false;
       }
