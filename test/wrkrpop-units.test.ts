@@ -14,6 +14,8 @@ import { parseCommand } from '@popd/wrkrpop/command';
 import { DotStuffer } from '@popd/wrkrpop/dotstuff';
 import { TopLimiter } from '@popd/wrkrpop/top';
 import { serve } from '@popd/wrkrpop/serve';
+import { openMessage } from '@popd/wrkrpop/retr';
+import { Message } from '@popd/shared/maildir';
 import { BLOCK, RECORD } from '@popd/wrkrpop/output';
 import { Pop3Client } from './lib/pop3';
 import { removeSeeded, seedMaildir, wireOracle } from './lib/maildirs';
@@ -132,6 +134,22 @@ test('the engine in-process over a Unix socket pair: serve() answers, updates an
   assert.match(logs.join('\n'), /session end user=bob ended=quit retrieved=1/);
   client.destroy();
   server.close();
+});
+
+test('openMessage finds a message another program moved from new/ to cur/ (with a flag) since it was listed, and follows it', () => {
+  const s = seedMaildir([Buffer.from('Subject: moved\n\nbody\n')]);
+  const unique = s.uniques[0];
+  const m: Message = { unique, dir: 'new', file: unique, octets: 0, time: 0 };
+  fs.renameSync(path.join(s.dir, 'new', unique), path.join(s.dir, 'cur', `${unique}:2,F`));
+  const fd = openMessage(s.dir, m);
+  try {
+    assert.equal(fs.readFileSync(fd, 'latin1'), 'Subject: moved\n\nbody\n');
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.deepEqual([m.dir, m.file], ['cur', `${unique}:2,F`]);
+  fs.unlinkSync(path.join(s.dir, 'cur', `${unique}:2,F`));
+  assert.throws(() => openMessage(s.dir, m), { code: 'ENOENT' });
 });
 
 /** The sizes of the writes a stream makes to its handle (each _write or _writev is one write(2) or writev(2) request). */

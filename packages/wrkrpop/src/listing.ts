@@ -1,9 +1,10 @@
 /**
  * The body of LIST's and UIDL's multi-line answers: "n octets" or "n uidl"
  * for every message not deleted, written straight into the output's buffer
- * (no string or Buffer per line: 100,000 lines in a few ms, plus the UIDLs'
- * hashes). The output writes it in whole blocks as it fills, waiting for the
- * client to take each (which also gives other sessions their turn).
+ * (no string or Buffer per line: 100,000 lines in a few ms, the UIDLs
+ * copied from popcache's, or hashed where the open did not have them). The
+ * output writes it in whole blocks as it fills, waiting for the client to
+ * take each (which also gives other sessions their turn).
  */
 import { Pacer } from '@popd/shared/pacer';
 import { Maildrop } from './maildrop';

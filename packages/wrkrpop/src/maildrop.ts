@@ -4,7 +4,7 @@
  * change during a session; a deleted message is invisible until RSET.
  */
 import { Message } from '@popd/shared/maildir';
-import { uidlOf } from '@popd/shared/popcache';
+import { UIDL_LENGTH, uidlOf } from '@popd/shared/popcache';
 
 export class Maildrop {
   private readonly deleted: Uint8Array;
@@ -13,7 +13,11 @@ export class Maildrop {
   private liveCount: number;
   private liveOctets: number;
 
-  constructor(readonly messages: Message[]) {
+  constructor(
+    readonly messages: Message[],
+    /** The UIDLs as the open read them from popcache (MailboxIndex.uidls), or null: computed as asked for. */
+    private readonly uidls: Buffer | null = null,
+  ) {
     this.deleted = new Uint8Array(messages.length);
     this.sizes = Float64Array.from(messages, (m) => m.octets);
     this.liveCount = messages.length;
@@ -58,11 +62,12 @@ export class Maildrop {
 
   /** The UIDL of message n (in range). */
   uidl(n: number): string {
-    return uidlOf(this.messages[n - 1].unique);
+    return this.uidls ? this.uidls.toString('latin1', (n - 1) * UIDL_LENGTH, n * UIDL_LENGTH) : uidlOf(this.messages[n - 1].unique);
   }
 
   /** Writes the UIDL of message n (in range) into buf at at; returns where it ends. */
   writeUidl(n: number, buf: Buffer, at: number): number {
+    if (this.uidls) return at + this.uidls.copy(buf, at, (n - 1) * UIDL_LENGTH, n * UIDL_LENGTH);
     return at + buf.write(uidlOf(this.messages[n - 1].unique), at, 'latin1');
   }
 

@@ -13,8 +13,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Message } from '@popd/shared/maildir';
-import { isSafeName, parseName } from '@popd/shared/uniquename';
+import { Message, locateMessages } from '@popd/shared/maildir';
 import { Pacer } from '@popd/shared/pacer';
 import { WireForm } from '@popd/shared/wire';
 import { DotStuffer } from './dotstuff';
@@ -42,28 +41,22 @@ function openRegular(file: string): number {
   return fd;
 }
 
-/** The current cur/ name of a unique name, when another program changed its flags since login. */
-function locate(maildir: string, unique: string): string | null {
-  for (const d of fs.readdirSync(path.join(maildir, 'cur'), { withFileTypes: true })) {
-    if (d.isFile() && isSafeName(d.name) && parseName(d.name).unique === unique) return d.name;
-  }
-  return null;
-}
-
 /**
- * Opens message m read-only and returns the descriptor. When its file was renamed since login (flags set
- * by an IMAP server), finds it again and updates m.file; throws ENOENT when
- * it is gone, ELOOP for a symlink, EFTYPE for anything not a regular file.
+ * Opens message m read-only and returns the descriptor. When its file was
+ * renamed since login (flags set by an IMAP server, moved from new/ to cur/
+ * by another program), finds it again and updates m; throws ENOENT when it
+ * is gone, ELOOP for a symlink, EFTYPE for anything not a regular file.
  */
 export function openMessage(maildir: string, m: Message): number {
   try {
-    return openRegular(path.join(maildir, 'cur', m.file));
+    return openRegular(path.join(maildir, m.dir, m.file));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    const now = locate(maildir, m.unique);
-    if (now === null) throw err;
-    m.file = now;
-    return openRegular(path.join(maildir, 'cur', now));
+    const now = locateMessages(maildir, new Set([m.unique])).get(m.unique);
+    if (now === undefined) throw err;
+    m.dir = now.dir;
+    m.file = now.file;
+    return openRegular(path.join(maildir, m.dir, m.file));
   }
 }
 

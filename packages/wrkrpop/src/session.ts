@@ -22,6 +22,13 @@ export type EndReason = 'quit' | 'eof' | 'timeout' | 'error';
 
 /** Over-long lines a session may send before it is closed as a flood. */
 export const MAX_LONG_LINES = 10;
+/**
+ * Background work (moving new mail to cur/) waits until the client has been
+ * silent this long, so that a client fetching message after message never
+ * waits for it: over a fast link it never pauses this long, over a slow one
+ * a slice of work ends before its next command arrives.
+ */
+const QUIET_MS = 20;
 
 export interface SessionContext {
   /** The maildir as this process sees it ("/" when chrooted into it). */
@@ -45,6 +52,11 @@ export class Session {
   detail = '';
   /** False once the stream cannot take a last answer (timeout, stream error, a response cut short). */
   usable = true;
+  /** Since when the session waits for the client's next command; null while it reads or answers one. */
+  private waitingSince: number | null = null;
+  private ended = false;
+  /** quiet() callers waiting for the session to wait for the client. */
+  private readonly wakers: Array<() => void> = [];
 
   constructor(
     private readonly io: Duplex,
@@ -58,6 +70,26 @@ export class Session {
     this.idle?.refresh();
   }
 
+  /** Before the engine waits for the client: everything gathered is written, and background work may run. */
+  private async awaitClient(): Promise<void> {
+    await this.out.flush();
+    this.waitingSince = performance.now();
+    for (const wake of this.wakers.splice(0)) wake();
+  }
+
+  /** Resolves once the client has been silent for QUIET_MS, or the session has ended. */
+  async quiet(): Promise<void> {
+    while (!this.ended) {
+      if (this.waitingSince === null) {
+        await new Promise<void>((r) => this.wakers.push(r));
+        continue;
+      }
+      const left = this.waitingSince + QUIET_MS - performance.now();
+      if (left <= 0) return;
+      await new Promise((r) => setTimeout(r, left));
+    }
+  }
+
   async run(): Promise<EndReason> {
     this.idle = setTimeout(() => {
       this.timedOut = true;
@@ -65,7 +97,8 @@ export class Session {
     }, this.ctx.idleTimeoutMs);
     try {
       for (;;) {
-        const ev = await this.input.next(() => this.out.flush());
+        const ev = await this.input.next(() => this.awaitClient());
+        this.waitingSince = null;
         if (ev === null) return 'eof';
         this.touch();
         if (ev.kind === 'line') {
@@ -87,6 +120,8 @@ export class Session {
       return 'error';
     } finally {
       clearTimeout(this.idle);
+      this.ended = true;
+      for (const wake of this.wakers.splice(0)) wake();
     }
   }
 
@@ -175,7 +210,7 @@ export class Session {
         this.corrections.set(m.unique, sent);
       }
       try {
-        m.file = markSeen(maildir, m);
+        markSeen(maildir, m);
       } catch (err) {
         log.warning(`message ${n} (${m.unique}): cannot mark seen: ${errnoCode(err)}`);
       }
