@@ -7,10 +7,11 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { commitDeletions, countWireOctets, deliver, openMailbox, TMP_MAX_AGE_MS } from '@popd/shared/maildir';
+import { commitDeletions, compareMessages, countWireOctets, deliver, inDeliveryOrder, markSeen, Message, moveToCur, openMailbox, TMP_MAX_AGE_MS } from '@popd/shared/maildir';
 import { MAILDROP_LOCK, POPCACHE_LOCK } from '@popd/shared/lock';
 import { isTransient } from '@popd/shared/fsutil';
 import { withSizes } from '@popd/shared/uniquename';
@@ -108,9 +109,11 @@ test('a POP session holding the maildrop lock does not delay delivery; its delet
     box.messages.map((m) => m.unique),
     [a.name, b.name],
   );
-  assert.equal(box.moved, 2);
+  assert.equal(box.inNew, 2);
   const c = await deliver(md, Readable.from([Buffer.from('ccc\n')]), { lockTimeoutMs: 2000 });
   assert.equal(c.indexed, true);
+  // The session moves what it listed, after its +OK and without the popcache lock: not the message delivered since.
+  assert.equal(await moveToCur(md, box.messages), 2);
   assert.deepEqual(ls(md, 'new'), [c.name]);
   const res = await commitDeletions(md, [box.messages[0]]);
   assert.deepEqual(res, { removed: 1, failed: 0 });
@@ -258,7 +261,7 @@ test('hostile maildir entries are never served and never stop a login', { skip: 
   put(md, '.hidden:2,', 'x\n');
   put(md, 'has space:2,', 'x\n');
   put(md, ':2,S', 'empty unique name\n');
-  // new/X cannot move to cur/X:2, because a directory has that name: it stays in new/, unserved.
+  // new/X cannot move to cur/X:2, because a directory has that name: it is served from new/ and stays there.
   fs.writeFileSync(path.join(md, 'new', '1700000004.blocked'), 'x\n');
   fs.mkdirSync(path.join(md, 'cur', '1700000004.blocked:2,'));
   // popcache itself a FIFO: reading it must not hang.
@@ -267,13 +270,15 @@ test('hostile maildir entries are never served and never stop a login', { skip: 
   const box = await openMailbox(md);
   assert.deepEqual(
     box.messages.map((m) => m.unique),
-    [ok.name],
+    ['1700000004.blocked', ok.name],
   );
   assert.ok(fs.lstatSync(path.join(md, 'popcache')).isFile(), 'the FIFO was replaced by a real popcache');
   assert.deepEqual(
     readPopcacheLines(md).map((l) => l.name),
-    [ok.name],
+    ['1700000004.blocked', ok.name],
   );
+  assert.equal(await moveToCur(md, box.messages), 1, 'the blocked one stays, the next one moves');
+  assert.deepEqual(ls(md, 'new'), ['1700000001.link', '1700000004.blocked'], 'the symlink is never moved either');
   assert.equal(fs.readFileSync(outside, 'utf8'), 'not mail\n');
   // popcache a symlink to a file elsewhere: neither followed for reading nor written through.
   fs.rmSync(path.join(md, 'popcache'));
@@ -284,7 +289,7 @@ test('hostile maildir entries are never served and never stop a login', { skip: 
   const box2 = await openMailbox(md);
   assert.deepEqual(
     box2.messages.map((m) => m.unique),
-    [ok.name, d2.name],
+    ['1700000004.blocked', ok.name, d2.name],
   );
   assert.ok(fs.lstatSync(path.join(md, 'popcache')).isFile());
   assert.equal(fs.readFileSync(outside, 'utf8'), 'not mail\n');
@@ -318,6 +323,65 @@ test('order: delivery time from the name (seconds, then microseconds), ties brok
   assert.deepEqual(
     (await openMailbox(md2)).messages.map((m) => m.unique),
     delivered,
+  );
+});
+
+test('inDeliveryOrder equals a stable sort by compareMessages, with many messages sharing a time and a name', async () => {
+  for (let round = 0; round < 20; round++) {
+    const n = crypto.randomInt(0, 3000);
+    const times = crypto.randomInt(1, 50);
+    const listed: Message[] = Array.from({ length: n }, (_, i) => ({
+      unique: `u${crypto.randomInt(0, 40)}`,
+      dir: i % 2 ? 'cur' : 'new',
+      file: `listed ${i}`,
+      octets: i,
+      time: 1_700_000_000_000_000 + crypto.randomInt(0, times) * 1_000_000,
+    }));
+    assert.deepEqual(await inDeliveryOrder(listed), [...listed].sort(compareMessages), `round ${round}`);
+  }
+});
+
+test('messages found in new/ are served from there and keep their UIDL-giving name; RETR, DELE and QUIT find them wherever they are', async () => {
+  const md = path.join(scratchDir(), 'Maildir');
+  const d: string[] = [];
+  for (let i = 0; i < 5; i++) d.push((await deliver(md, Readable.from([Buffer.from(`message ${i}\n`)]))).name);
+  const box = await openMailbox(md);
+  assert.equal(box.inNew, 5);
+  assert.deepEqual(
+    box.messages.map((m) => [m.dir, m.file, m.unique]),
+    d.map((name) => ['new', name, name]),
+  );
+  assert.deepEqual(ls(md, 'new'), [...d].sort(), 'opening moves nothing');
+  const [m0, m1, m2, m3, m4] = box.messages;
+  // RETR marks a message in new/ seen by moving it to cur/.
+  markSeen(md, m0);
+  assert.deepEqual([m0.dir, m0.file], ['cur', `${d[0]}:2,S`]);
+  // Another program moves one to cur/ and sets a flag on it; another one is deleted by another program.
+  fs.renameSync(path.join(md, 'new', d[2]), path.join(md, 'cur', `${d[2]}:2,F`));
+  fs.unlinkSync(path.join(md, 'new', d[4]));
+  assert.equal(await moveToCur(md, box.messages), 2, 'm1 and m3 moved, the others are not in new/');
+  assert.deepEqual([m1.dir, m1.file], ['cur', `${d[1]}:2,`]);
+  assert.equal(m2.dir, 'new', 'the one moved by another program is found again when needed');
+  // DELE of every message, wherever it is now: all removed, popcache emptied.
+  const r = await commitDeletions(md, [m0, m1, m2, m3, m4]);
+  assert.deepEqual(r, { removed: 5, failed: 0 });
+  assert.deepEqual([...ls(md, 'new'), ...ls(md, 'cur')], []);
+  assert.deepEqual(readPopcacheLines(md), []);
+});
+
+test('a message still in new/ is removed by DELE and QUIT; one moved to cur/ by another program since login too', async () => {
+  const md = path.join(scratchDir(), 'Maildir');
+  await deliver(md, Readable.from([Buffer.from('a\n')]));
+  const b = await deliver(md, Readable.from([Buffer.from('b\n')]));
+  const c = await deliver(md, Readable.from([Buffer.from('c\n')]));
+  const box = await openMailbox(md);
+  fs.renameSync(path.join(md, 'new', b.name), path.join(md, 'cur', `${b.name}:2,S`));
+  assert.deepEqual(await commitDeletions(md, box.messages.slice(0, 2)), { removed: 2, failed: 0 });
+  assert.deepEqual(ls(md, 'new'), [c.name]);
+  assert.deepEqual(ls(md, 'cur'), []);
+  assert.deepEqual(
+    readPopcacheLines(md).map((l) => l.name),
+    [c.name],
   );
 });
 

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import { WireForm, WireSize, wireSizeOf } from '@popd/shared/wire';
 import { curName, escapedHost, isSafeName, newBaseName, parseName, withSizes } from '@popd/shared/uniquename';
 import { PopcacheParser, parsePopcache, popcacheText, uidlOf } from '@popd/shared/popcache';
-import { INPUTS, referenceWire, referenceWireSize, sha256 } from './lib/store';
+import { INPUTS, editInPlace, referenceWire, referenceWireSize, sha256 } from './lib/store';
 
 /** Splits buf at the given offsets (sorted, deduplicated, in range). */
 function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
@@ -25,7 +25,7 @@ function wireOf(chunks: Buffer[]): { form: Buffer; size: number } {
   const s = new WireSize();
   const parts: Buffer[] = [];
   for (const c of chunks) {
-    parts.push(f.chunk(c));
+    parts.push(editInPlace(c, (buf, start, end) => f.convert(buf, start, end)));
     s.update(c);
   }
   parts.push(f.end());

@@ -14,8 +14,12 @@ import { parseCommand } from '@popd/wrkrpop/command';
 import { DotStuffer } from '@popd/wrkrpop/dotstuff';
 import { TopLimiter } from '@popd/wrkrpop/top';
 import { serve } from '@popd/wrkrpop/serve';
+import { openMessage } from '@popd/wrkrpop/retr';
+import { Message } from '@popd/shared/maildir';
+import { BLOCK, RECORD } from '@popd/wrkrpop/output';
 import { Pop3Client } from './lib/pop3';
 import { removeSeeded, seedMaildir, wireOracle } from './lib/maildirs';
+import { editInPlace } from './lib/store';
 import { tmpdir } from './lib/util';
 
 after(removeSeeded);
@@ -102,7 +106,7 @@ test('DotStuffer: equals the line-by-line rule for every chunking, including a d
     for (const step of [1, 2, 3, 5, 100]) {
       const st = new DotStuffer();
       const parts: Buffer[] = [];
-      for (let i = 0; i < body.length; i += step) parts.push(st.chunk(body.subarray(i, i + step)));
+      for (let i = 0; i < body.length; i += step) parts.push(editInPlace(body.subarray(i, i + step), (buf, start, end) => st.stuff(buf, start, end)));
       parts.push(st.end());
       assert.deepEqual(Buffer.concat(parts), stuffedOracle(body), `${JSON.stringify(body.toString())} step ${step}`);
     }
@@ -149,4 +153,83 @@ test('the engine in-process over a Unix socket pair: serve() answers, updates an
   assert.match(logs.join('\n'), /session end user=bob ended=quit retrieved=1/);
   client.destroy();
   server.close();
+});
+
+test('openMessage finds a message another program moved from new/ to cur/ (with a flag) since it was listed, and follows it', () => {
+  const s = seedMaildir([Buffer.from('Subject: moved\n\nbody\n')]);
+  const unique = s.uniques[0];
+  const m: Message = { unique, dir: 'new', file: unique, octets: 0, time: 0 };
+  fs.renameSync(path.join(s.dir, 'new', unique), path.join(s.dir, 'cur', `${unique}:2,F`));
+  const fd = openMessage(s.dir, m);
+  try {
+    assert.equal(fs.readFileSync(fd, 'latin1'), 'Subject: moved\n\nbody\n');
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.deepEqual([m.dir, m.file], ['cur', `${unique}:2,F`]);
+  fs.unlinkSync(path.join(s.dir, 'cur', `${unique}:2,F`));
+  assert.throws(() => openMessage(s.dir, m), { code: 'ENOENT' });
+});
+
+/** The sizes of the writes a stream makes to its handle (each _write or _writev is one write(2) or writev(2) request). */
+function countWrites(sock: net.Socket): number[] {
+  const sizes: number[] = [];
+  const write = sock._write.bind(sock);
+  sock._write = (chunk: Buffer, encoding, cb) => {
+    sizes.push(chunk.length);
+    write(chunk, encoding, cb);
+  };
+  const writev = sock._writev?.bind(sock);
+  if (writev) {
+    sock._writev = (chunks, cb) => {
+      sizes.push(chunks.reduce((n, c) => n + (c.chunk as Buffer).length, 0));
+      writev(chunks, cb);
+    };
+  }
+  return sizes;
+}
+
+test('each answer leaves in as few writes as its size allows: one for a 50 KB RETR, whole 16 KB records for 10 MB', async (t) => {
+  const dotted = (kb: number, eol: string): Buffer => Buffer.from(('a line of the message, long enough to be typical' + eol + '.a dotted line' + eol).repeat(Math.ceil((kb * 1024) / 64)));
+  const bodies = [Buffer.concat([Buffer.from('Subject: 50 KB\n\n'), dotted(50, '\n')]), Buffer.concat([Buffer.from('Subject: 10 MB\n\n'), dotted(10 * 1024, '\n')]), Buffer.from('Subject: no change\r\n\r\n' + 'x'.repeat(100).concat('\r\n').repeat(600))];
+  const s = seedMaildir(bodies);
+  const sock = path.join(tmpdir(), 'engine.sock');
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(sock, r));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = net.connect(sock);
+  const serverSide = await accepted;
+  const writes = countWrites(serverSide);
+  const served = serve(serverSide, { user: 'bob', maildir: s.dir, idleTimeoutMs: 5000, log: new Logger(() => undefined) });
+  // A failed assertion must not leave the session waiting for the idle timeout.
+  t.after(() => {
+    client.destroy();
+    server.close();
+  });
+  const pop = new Pop3Client(client);
+  assert.match(await pop.line(), /^\+OK bob has 3 messages/);
+  assert.deepEqual(writes.splice(0), [Buffer.byteLength(`+OK bob has 3 messages (${bodies.reduce((n, b) => n + wireOracle(b).length, 0)} octets)\r\n`)]);
+  const retr = async (n: number): Promise<number[]> => {
+    pop.send(`RETR ${n}`);
+    const r = await pop.reply(true);
+    const want = wireOracle(bodies[n - 1]);
+    assert.equal(r.status, `+OK ${want.length} octets`);
+    assert.ok(r.body!.equals(want), `RETR ${n}: bytes differ`);
+    return writes.splice(0);
+  };
+  // Status line, message and "." together: one write, however the client reads it.
+  assert.equal((await retr(1)).length, 1);
+  assert.equal((await retr(3)).length, 1, 'a message that needs no change goes the same way');
+  const big = await retr(2);
+  assert.ok(big.length <= Math.ceil(big.reduce((a, b) => a + b, 0) / BLOCK), `${big.length} writes`);
+  for (const n of big.slice(0, -1)) assert.equal(n % RECORD, 0, `a write of ${n} octets is not whole 16 KB records`);
+  // Pipelined commands: their answers share a write.
+  pop.sendRaw('STAT\r\nLIST\r\nUIDL 2\r\nTOP 1 0\r\n');
+  await pop.line();
+  await pop.reply(true);
+  await pop.line();
+  await pop.reply(true);
+  assert.equal(writes.splice(0).length, 1);
+  assert.equal(await pop.cmd('QUIT'), '+OK 0 messages deleted, 3 left');
+  await served;
 });

@@ -28,6 +28,10 @@ const popcacheNames = (dir: string): string[] =>
     .map((l) => l.split(' ')[0])
     .sort();
 
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 10));
+}
+
 /** Logs in and checks that the session sees exactly the files of cur/, with their sizes and UIDLs. */
 async function assertConsistent(dir: string, contents: Map<string, Buffer>): Promise<number> {
   const w = await login(dir);
@@ -75,6 +79,8 @@ test('kill -9 during UPDATE leaves a maildir the next login reads correctly', as
   const s = seedMaildir(all);
   const contents = new Map(s.uniques.map((u, i) => [u, all[i]]));
   const w = await login(s.dir);
+  // The session moves what it found in new/ to cur/ after its +OK: wait for that, so that the watcher sees UPDATE.
+  await until(() => fs.readdirSync(path.join(s.dir, 'new')).length === 0);
   const killed = new Promise<void>((resolve) => {
     // The first removal in cur/ means UPDATE has begun.
     const watcher = fs.watch(path.join(s.dir, 'cur'), () => {
@@ -156,4 +162,44 @@ test('popmda deliveries during a session succeed at once and show up next time w
   }
   for (const m of fresh) assert.ok(got.some((g) => g.endsWith(m.replace(/\n/g, '\r\n'))), m);
   await quit(again);
+});
+
+test('kill -9 while a first session moves 3,000 messages from new/ to cur/, with popmda delivering meanwhile: nothing lost, UIDLs unchanged', async () => {
+  const all = bodies(3000);
+  const s = seedMaildir(all);
+  const w = await login(s.dir);
+  assert.match(w.greeting, /^\+OK alice has 3000 messages/);
+  w.pop.send('UIDL');
+  const uidls = (await w.pop.reply(true)).body!.toString();
+  assert.equal(uidls, s.uniques.map((u, i) => `${i + 1} ${uidlOf(u)}\r\n`).join(''));
+  // The move goes on while the client is silent: killed at its next rename.
+  const killed = new Promise<number>((resolve) => {
+    const watcher = fs.watch(path.join(s.dir, 'cur'), () => {
+      w.child.kill('SIGKILL');
+      watcher.close();
+      resolve(fs.readdirSync(path.join(s.dir, 'new')).length);
+    });
+  });
+  const fresh = ['one', 'two', 'three'].map((x) => `Subject: during the move ${x}\n\nnew mail ${x}\n`);
+  const delivered = Promise.all(fresh.map((m) => run(BIN.popmda, ['-m', s.dir], { input: m })));
+  console.log(`killed with ${await killed} files in new/`);
+  assert.equal((await w.exited).signal, 'SIGKILL');
+  for (const r of await delivered) assert.equal(r.status, 0, r.stderr);
+  const inMaildir = (): string[] => ['new', 'cur'].flatMap((d) => fs.readdirSync(path.join(s.dir, d)).map(uniqueOf)).sort();
+  assert.equal(inMaildir().length, 3003);
+  // The next session serves every message, the old ones under the UIDLs they had.
+  const again = await login(s.dir);
+  assert.match(again.greeting, /^\+OK alice has 3003 messages/);
+  again.pop.send('UIDL');
+  const after = (await again.pop.reply(true)).body!.toString();
+  assert.ok(after.startsWith(uidls), 'the old messages keep their numbers and UIDLs');
+  assert.deepEqual(
+    after.split('\r\n').slice(0, -1).map((l) => l.split(' ')[1]).sort(),
+    inMaildir().map(uidlOf).sort(),
+  );
+  // Left alone, it moves everything, the new mail included.
+  await until(() => fs.readdirSync(path.join(s.dir, 'new')).length === 0);
+  await quit(again);
+  assert.equal(curUniques(s.dir).length, 3003);
+  assert.deepEqual(popcacheNames(s.dir), curUniques(s.dir));
 });

@@ -267,6 +267,24 @@ test('a message gone since login gets -ERR [SYS/TEMP]; one renamed by another pr
   assert.ok(w.logs.some((l) => l.level === 'warning' && /message 1 .* vanished/.test(l.msg)));
 });
 
+test('RETR, DELE and QUIT of messages still in new/ while a first session moves them to cur/', async () => {
+  const many = Array.from({ length: 3000 }, (_, i) => Buffer.from(`Subject: ${i + 1}\n\n.line of message ${i + 1}\n`));
+  const s = seedMaildir(many);
+  const w = await login(s.dir);
+  // Pipelined at once: the session is busy, so the last messages are still in new/ when they are asked for.
+  w.pop.sendRaw('RETR 3000\r\nDELE 3000\r\nTOP 2999 0\r\nDELE 2999\r\nRETR 1\r\nQUIT\r\n');
+  assert.deepEqual((await w.pop.reply(true)).body, wireOracle(many[2999]));
+  assert.equal(await w.pop.line(), '+OK message 3000 deleted');
+  assert.deepEqual((await w.pop.reply(true)).body, Buffer.from('Subject: 2999\r\n\r\n'));
+  assert.equal(await w.pop.line(), '+OK message 2999 deleted');
+  assert.deepEqual((await w.pop.reply(true)).body, wireOracle(many[0]));
+  assert.equal(await w.pop.line(), '+OK 2 messages deleted, 2998 left');
+  assert.equal((await w.exited).code, 0);
+  const left = [...ls(s.dir, 'new'), ...ls(s.dir, 'cur')].map((f) => f.split(':')[0]).sort();
+  assert.deepEqual(left, s.uniques.slice(0, 2998).sort());
+  assert.ok(ls(s.dir).includes(`${s.uniques[0]}:2,S`), 'RETR marked it seen in cur/');
+});
+
 test('symlinks, directories and FIFOs in the maildir are never followed or served', async () => {
   const { w, dir, uniques } = await session();
   const secret = path.join(path.dirname(dir), 'secret');

@@ -30,6 +30,22 @@ export function referenceWireSize(b: Buffer): number {
   return n + (b.length > 0 && b[b.length - 1] !== 0x0a ? 2 : 0);
 }
 
+/**
+ * Runs an in-place edit (WireForm.convert, DotStuffer.stuff) on chunk as the
+ * worker does: placed after other bytes in a larger buffer with room for it
+ * to double. Throws if the edit touched what lies before the chunk; returns
+ * the edited bytes.
+ */
+export function editInPlace(chunk: Buffer, edit: (buf: Buffer, start: number, end: number) => number): Buffer {
+  const before = Buffer.from('before the chunk');
+  const buf = Buffer.alloc(before.length + 2 * chunk.length, 0xaa);
+  before.copy(buf);
+  chunk.copy(buf, before.length);
+  const end = edit(buf, before.length, before.length + chunk.length);
+  if (!buf.subarray(0, before.length).equals(before)) throw new Error('the edit wrote before its chunk');
+  return buf.subarray(before.length, end);
+}
+
 export const sha256 = (s: string | Buffer): string => crypto.createHash('sha256').update(s).digest('hex');
 
 const every8bit = Buffer.from(Array.from({ length: 256 }, (_, i) => i));

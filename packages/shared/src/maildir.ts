@@ -1,14 +1,29 @@
 /**
- * The maildir store: delivery (popmda), opening a mailbox and committing its
- * deletions (wrkrpop), reindexing (popctl). The maildir is the truth and
- * popcache a cache of it; see docs/architecture.md, "Maildir".
+ * The maildir store: delivery (popmda), opening a mailbox, moving what it
+ * found in new/ to cur/ and committing its deletions (wrkrpop), reindexing
+ * (popctl). The maildir is the truth and popcache a cache of it
+ * (docs/architecture.md, "Maildir").
+ *
+ * Where a message lives: popmda (and any other agent) delivers into new/. A
+ * session serves messages from new/ and cur/ alike, and after its +OK moves
+ * those it found in new/ to cur/ (moveToCur), or one at a time when RETR
+ * marks it seen. A message is in exactly one of the two at any moment
+ * (rename(2)); its unique name, and so its UIDL, is the same in both, and
+ * popcache, keyed by unique name, does not say which. A crash or a session
+ * that ends before the move is done leaves the rest in new/, served from
+ * there next time.
+ *
+ * The work of a session on a large mailbox (100,000 entries to list, sort,
+ * compare with popcache, rename, delete) yields to the event loop every
+ * SLICE_MS (pacer.ts): one worker process serves many sessions.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { WireSize } from './wire';
 import { curName, isSafeName, newBaseName, parseName, withSizes } from './uniquename';
-import { CacheEntry, POPCACHE, appendPopcache, readPopcache, readPopcacheInOrder, writePopcacheAtomic } from './popcache';
+import { CacheEntry, POPCACHE, UIDL_LENGTH, appendPopcache, readPopcache, readPopcacheInOrder, writePopcacheAtomic } from './popcache';
+import { Pacer } from './pacer';
 import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
 import { fsyncDir, isTransient } from './fsutil';
 
@@ -115,7 +130,7 @@ export async function deliver(
     fs.rmSync(tmpPath, { force: true });
     fsyncDir(path.join(maildir, 'new'));
   } catch (err) {
-    // Under the popcache lock no session has moved the message to cur/ yet, so withdrawing it is safe.
+    // Under the popcache lock no session has listed the message, so none will move it to cur/: withdrawing it is safe.
     if (newPath) fs.rmSync(newPath, { force: true });
     fs.rmSync(tmpPath, { force: true });
     lock?.release();
@@ -134,10 +149,14 @@ export async function deliver(
   return out;
 }
 
+export type Subdir = 'cur' | 'new';
+
 export interface Message {
   /** The unique name (before ":"), what UIDL hashes. */
   unique: string;
-  /** Current file name in cur/. */
+  /** Where the file is: new/ until a session moves it to cur/. */
+  dir: Subdir;
+  /** Current file name in dir. */
   file: string;
   /** Wire octets (LIST/STAT). */
   octets: number;
@@ -150,41 +169,83 @@ export function compareMessages(a: Message, b: Message): number {
   return a.time - b.time || (a.unique < b.unique ? -1 : a.unique > b.unique ? 1 : 0);
 }
 
+/**
+ * The messages in delivery order (what a stable sort by compareMessages
+ * gives), by a native sort of their times: 100,000 messages in about 25 ms
+ * rather than 70 ms with the comparator, of which only the native sort
+ * (about 10 ms) does not yield. Each message then goes to the first place
+ * of its time; those that share a time are sorted by name.
+ */
+export async function inDeliveryOrder(listed: readonly Message[], pacer = new Pacer()): Promise<Message[]> {
+  const n = listed.length;
+  const times = new Float64Array(n);
+  for (let i = 0; i < n; i++) times[i] = listed[i].time;
+  times.sort();
+  const sorted = new Array<Message>(n);
+  /** Messages already placed from each first place of a time on. */
+  const placed = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    const m = listed[i];
+    let lo = 0;
+    for (let hi = n; lo < hi; ) {
+      const mid = (lo + hi) >>> 1;
+      if (times[mid] < m.time) lo = mid + 1;
+      else hi = mid;
+    }
+    sorted[lo + placed[lo]++] = m;
+    if (pacer.tick()) await pacer.yield();
+  }
+  for (let i = 0, j; i < n; i = j) {
+    for (j = i + 1; j < n && times[j] === times[i]; ) j++;
+    if (j - i === 1) continue;
+    const run = sorted.slice(i, j).sort(compareMessages);
+    for (let k = 0; k < run.length; k++) sorted[i + k] = run[k];
+  }
+  return sorted;
+}
+
 export interface MailboxIndex {
   messages: Message[];
-  /** Messages moved from new/ to cur/. */
-  moved: number;
+  /**
+   * The messages' UIDLs, UIDL_LENGTH octets each, in order, when popcache
+   * held them all (checked against the names); null when they are to be
+   * computed as asked for.
+   */
+  uidls: Buffer | null;
+  /** Messages served from new/ (for moveToCur once the client has its +OK). */
+  inNew: number;
   /** Messages whose size had to be counted by reading them. */
   counted: number;
   /** Whether popcache was rewritten. */
   rewritten: boolean;
 }
 
-let countBuf: Buffer | undefined;
+/** Largest read when counting a file. */
+const COUNT_CHUNK = 256 * 1024;
 
 /**
  * Counts the wire octets of a regular file, refusing symlinks and anything
- * else. Synchronous on purpose: a login may count thousands of small files,
- * and plain reads into one buffer are many times faster than async opens and
- * reads through the thread pool (the callers are a per-user worker and a CLI).
+ * else. Plain synchronous reads: a login may count thousands of small
+ * files, and these are many times faster than async opens and reads through
+ * the thread pool; a large file yields between reads.
  */
-export function countWireOctetsSync(file: string): { octets: number; mtimeMs: number } {
+export async function countWireOctets(file: string, pacer = new Pacer()): Promise<{ octets: number; mtimeMs: number }> {
   // O_NONBLOCK: a FIFO swapped in after the listing must not hang the open.
   const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw Object.assign(new Error(`${path.basename(file)}: not a regular file`), { code: 'EFTYPE' });
-    countBuf ??= Buffer.allocUnsafe(256 * 1024);
+    // One read for most messages; a buffer per file, as other sessions may count meanwhile.
+    const chunk = Buffer.allocUnsafe(Math.min(st.size + 1, COUNT_CHUNK));
     const w = new WireSize();
-    for (let n; (n = fs.readSync(fd, countBuf, 0, countBuf.length, null)) > 0; ) w.update(countBuf.subarray(0, n));
+    for (let n; (n = fs.readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+      w.update(chunk.subarray(0, n));
+      if (pacer.due()) await pacer.yield();
+    }
     return { octets: w.digest(), mtimeMs: st.mtimeMs };
   } finally {
     fs.closeSync(fd);
   }
-}
-
-export async function countWireOctets(file: string): Promise<{ octets: number; mtimeMs: number }> {
-  return countWireOctetsSync(file);
 }
 
 /** Errors that mean "this file cannot be served" (gone, a symlink, not a regular file, unreadable), not "try again". */
@@ -226,27 +287,11 @@ function removeStaleTmp(maildir: string, now: number): void {
   }
 }
 
-/** Moves new/NAME to cur/NAME:2,; a file that cannot be moved stays in new/, unserved, rather than stopping the login. */
-function moveNewToCur(maildir: string): number {
-  let moved = 0;
-  // Listed first: the loop empties the directory it would be reading.
-  for (const name of [...regularFiles(path.join(maildir, 'new'))]) {
-    const p = parseName(name);
-    if (p.unique === '') continue;
-    try {
-      fs.renameSync(path.join(maildir, 'new', name), path.join(maildir, 'cur', curName(p.unique, p.flags)));
-      moved++;
-    } catch (err) {
-      if (isTransient(err)) throw err;
-    }
-  }
-  return moved;
-}
-
 /**
- * Opens a mailbox for a session (the caller holds the maildrop lock): moves
- * new/ into cur/, reconciles popcache with cur/, and rewrites it unless it
- * already holds exactly the messages served, in order. A corrupt popcache
+ * Opens a mailbox for a session (the caller holds the maildrop lock): lists
+ * new/ and cur/, reconciles popcache with them, and rewrites it unless it
+ * already holds exactly the messages served, in order. Moves nothing: the
+ * caller runs moveToCur once the client has its answer. A corrupt popcache
  * is rebuilt, never fatal.
  */
 export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: number; now?: number } = {}): Promise<MailboxIndex> {
@@ -256,36 +301,41 @@ export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: numbe
 /** Octets of a message whose name has no W=, until popcache or a count tells them. */
 const UNKNOWN = -1;
 
-function indexMailbox(maildir: string, now: number): MailboxIndex {
+async function indexMailbox(maildir: string, now: number): Promise<MailboxIndex> {
+  const pacer = new Pacer();
   ensureMaildir(maildir);
   removeStaleTmp(maildir, now);
-  const moved = moveNewToCur(maildir);
-  const messages = listCur(maildir);
+  const messages = await listMessages(maildir, pacer);
   // Also in order after new mail when popmda appended its lines (in delivery order, as usual).
-  const inOrder = readPopcacheInOrder(maildir, messages);
-  const cache = inOrder ? null : readPopcache(maildir);
+  const inOrder = await readPopcacheInOrder(maildir, messages, pacer);
+  const cache = inOrder ? null : await readPopcache(maildir, pacer);
+  const uidls = inOrder?.uidls ?? null;
   let counted = 0;
   let kept = 0;
   for (let i = 0; i < messages.length; i++) {
+    if (pacer.tick()) await pacer.yield();
     const m = messages[i];
-    const cached = inOrder ? inOrder[i] : cache!.entries.get(m.unique);
+    const cached = inOrder ? inOrder.octets[i] : cache!.entries.get(m.unique);
     // When the cache and the name's W= disagree, one was tampered with: count the file itself.
     if (cached !== undefined) m.octets = m.octets === UNKNOWN || m.octets === cached ? cached : UNKNOWN;
     if (m.octets === UNKNOWN) {
       try {
-        m.octets = countWireOctetsSync(path.join(maildir, 'cur', m.file)).octets;
+        m.octets = (await countWireOctets(path.join(maildir, m.dir, m.file), pacer)).octets;
       } catch (err) {
         if (isUnservable(err)) continue;
         throw err;
       }
       counted++;
     }
+    if (uidls && kept < i) uidls.copyWithin(kept * UIDL_LENGTH, i * UIDL_LENGTH, (i + 1) * UIDL_LENGTH);
     messages[kept++] = m;
   }
   messages.length = kept;
-  const current = inOrder ? kept === inOrder.length && messages.every((m, i) => m.octets === inOrder[i]) : cache!.bad === 0 && sameEntries(cache!.entries, messages);
-  if (!current) writePopcacheAtomic(maildir, messages.map(toEntry));
-  return { messages, moved, counted, rewritten: !current };
+  const current = inOrder ? kept === inOrder.octets.length && messages.every((m, i) => m.octets === inOrder.octets[i]) : cache!.bad === 0 && sameEntries(cache!.entries, messages);
+  if (!current) await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
+  let inNew = 0;
+  for (const m of messages) if (m.dir === 'new') inNew++;
+  return { messages, uidls: uidls?.subarray(0, kept * UIDL_LENGTH) ?? null, inNew, counted, rewritten: !current };
 }
 
 /** Whether popcache's entries, in file order, are these messages with these octets: what a rewrite would write. */
@@ -299,52 +349,121 @@ function sameEntries(entries: Map<string, number>, messages: Message[]): boolean
   return true;
 }
 
-/** cur/'s messages in delivery order, one per unique name, with the octets of W= (else UNKNOWN). */
-function listCur(maildir: string): Message[] {
+/** The messages of new/ and cur/ in delivery order, one per unique name, with the octets of W= (else UNKNOWN). */
+async function listMessages(maildir: string, pacer: Pacer): Promise<Message[]> {
   const listed: Message[] = [];
   // Two files for one unique name (a copy with other flags): serve the first listed only. A time taken
   // from the name makes such files neighbours after the sort; those without one are caught here.
   const untimed = new Set<string>();
-  for (const file of regularFiles(path.join(maildir, 'cur'))) {
-    const p = parseName(file);
-    if (p.unique === '') continue;
-    let time = p.time;
-    if (time === undefined) {
-      if (untimed.has(p.unique)) continue;
-      untimed.add(p.unique);
-      try {
-        const st = fs.lstatSync(path.join(maildir, 'cur', file));
-        if (!st.isFile()) continue;
-        time = Math.floor(st.mtimeMs * 1000);
-      } catch (err) {
-        if (isUnservable(err)) continue;
-        throw err;
+  // new/ first: a message another program (an IMAP server) moves to cur/ meanwhile is then listed once or twice, never missed.
+  for (const dir of ['new', 'cur'] as const) {
+    for (const file of regularFiles(path.join(maildir, dir))) {
+      if (pacer.tick()) await pacer.yield();
+      const p = parseName(file);
+      if (p.unique === '') continue;
+      let time = p.time;
+      if (time === undefined) {
+        if (untimed.has(p.unique)) continue;
+        untimed.add(p.unique);
+        try {
+          const st = fs.lstatSync(path.join(maildir, dir, file));
+          if (!st.isFile()) continue;
+          time = Math.floor(st.mtimeMs * 1000);
+        } catch (err) {
+          if (isUnservable(err)) continue;
+          throw err;
+        }
       }
+      listed.push({ unique: p.unique, dir, file, octets: p.wsize ?? UNKNOWN, time });
     }
-    listed.push({ unique: p.unique, file, octets: p.wsize ?? UNKNOWN, time });
   }
-  return onePerName(listed.sort(compareMessages));
+  return onePerName(await inDeliveryOrder(listed, pacer));
 }
 
 function toEntry(m: Message): CacheEntry {
   return { name: m.unique, octets: m.octets };
 }
 
-/** Drops neighbours with the unique name of the one before (the stable sort kept the first listed first); in place. */
+/**
+ * Drops neighbours with the unique name of the one before (the stable sort kept the first listed first); in
+ * place. Only messages of one time can share a name (a name's time is its own, and listMessages drops
+ * untimed copies): names are compared only then, as reading 100,000 of them in sorted order, scattered
+ * in memory, costs tens of ms.
+ */
 function onePerName(sorted: Message[]): Message[] {
   let n = 0;
-  for (const m of sorted) if (n === 0 || sorted[n - 1].unique !== m.unique) sorted[n++] = m;
+  for (const m of sorted) {
+    const last = n > 0 ? sorted[n - 1] : null;
+    if (last === null || last.time !== m.time || last.unique !== m.unique) sorted[n++] = m;
+  }
   sorted.length = n;
   return sorted;
 }
 
-/** Marks a message seen after RETR (":2,S"), so an IMAP server on the same maildir agrees. Returns the new file name. */
-export function markSeen(maildir: string, m: Message): string {
-  const p = parseName(m.file);
-  if (p.flags.includes('S')) return m.file;
-  const next = curName(p.unique, p.flags + 'S');
-  fs.renameSync(path.join(maildir, 'cur', m.file), path.join(maildir, 'cur', next));
-  return next;
+/**
+ * Moves the messages still in new/ to cur/ (NAME becomes NAME:2,), as a
+ * maildir reader expects of mail a client has seen; m.dir and m.file follow
+ * each rename. A session starts it before its +OK: the first slice runs at
+ * once (all of a small mailbox), the others each after pause() (when the
+ * client is silent), until signal aborts it (the session's end: what is
+ * left stays in new/, served from there next time). It needs no popcache
+ * lock: it renames only messages that openMailbox listed under that lock,
+ * which no delivery will withdraw any more, and a rename changes neither the
+ * unique name (so the UIDL) nor popcache. A file that cannot be moved (gone,
+ * renamed by another program, a directory in the way) stays where it is; a
+ * transient error (EIO, ENOSPC) stops the move. Returns how many moved.
+ */
+export async function moveToCur(
+  maildir: string,
+  messages: readonly Message[],
+  opts: { signal?: AbortSignal; pause?: () => Promise<void> } = {},
+): Promise<number> {
+  const pacer = new Pacer();
+  let moved = 0;
+  for (const m of messages) {
+    if (opts.signal?.aborted) break;
+    if (m.dir !== 'new') continue;
+    const file = curName(m.unique, parseName(m.file).flags);
+    try {
+      fs.renameSync(path.join(maildir, 'new', m.file), path.join(maildir, 'cur', file));
+      m.dir = 'cur';
+      m.file = file;
+      moved++;
+    } catch (err) {
+      if (isTransient(err)) throw err;
+    }
+    if (pacer.tick()) {
+      await pacer.yield();
+      await opts.pause?.();
+    }
+  }
+  return moved;
+}
+
+/**
+ * Where the messages with these unique names are now: files another program
+ * renamed (IMAP flags) or moved from new/ to cur/ since they were listed.
+ * One pass over cur/ and new/; names not found are gone.
+ */
+export function locateMessages(maildir: string, uniques: ReadonlySet<string>): Map<string, { dir: Subdir; file: string }> {
+  const found = new Map<string, { dir: Subdir; file: string }>();
+  for (const dir of ['cur', 'new'] as const) {
+    for (const file of regularFiles(path.join(maildir, dir))) {
+      const unique = parseName(file).unique;
+      if (uniques.has(unique) && !found.has(unique)) found.set(unique, { dir, file });
+    }
+  }
+  return found;
+}
+
+/** Marks a message seen after RETR (cur/NAME:2,S, moving it out of new/), so an IMAP server on the same maildir agrees; m follows. */
+export function markSeen(maildir: string, m: Message): void {
+  const flags = parseName(m.file).flags;
+  if (m.dir === 'cur' && flags.includes('S')) return;
+  const next = curName(m.unique, flags + 'S');
+  fs.renameSync(path.join(maildir, m.dir, m.file), path.join(maildir, 'cur', next));
+  m.dir = 'cur';
+  m.file = next;
 }
 
 export interface CommitResult {
@@ -353,9 +472,10 @@ export interface CommitResult {
 }
 
 /**
- * UPDATE state: removes the deleted messages, then rewrites popcache under
- * the lock without the removed ones (keeping lines appended by deliveries
- * during the session) and with any corrected sizes.
+ * UPDATE state: removes the deleted messages (where they are now, in new/
+ * or cur/), then rewrites popcache under the lock without the removed ones
+ * (keeping lines appended by deliveries during the session) and with any
+ * corrected sizes.
  */
 export async function commitDeletions(
   maildir: string,
@@ -363,26 +483,45 @@ export async function commitDeletions(
   corrections: Map<string, number> = new Map(),
   opts: { lockTimeoutMs?: number } = {},
 ): Promise<CommitResult> {
+  const pacer = new Pacer();
   const removed = new Set<string>();
+  const touched = new Set<Subdir>();
   let failed = 0;
-  for (const m of deleted) {
+  /** Unlinks dir/file; false when it is not there. */
+  const remove = (unique: string, dir: Subdir, file: string): boolean => {
     try {
-      fs.unlinkSync(path.join(maildir, 'cur', m.file));
-      removed.add(m.unique);
+      fs.unlinkSync(path.join(maildir, dir, file));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') removed.add(m.unique);
-      else failed++;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      failed++;
+      return true;
+    }
+    removed.add(unique);
+    touched.add(dir);
+    return true;
+  };
+  const moved = new Set<string>();
+  for (const m of deleted) {
+    if (!remove(m.unique, m.dir, m.file)) moved.add(m.unique);
+    if (pacer.tick()) await pacer.yield();
+  }
+  if (moved.size > 0) {
+    // Renamed or moved by another program since they were listed: removed where they are now, or gone already.
+    const now = locateMessages(maildir, moved);
+    for (const unique of moved) {
+      const at = now.get(unique);
+      if (!at || !remove(unique, at.dir, at.file)) removed.add(unique);
     }
   }
-  if (removed.size > 0) fsyncDir(path.join(maildir, 'cur'));
+  for (const dir of touched) fsyncDir(path.join(maildir, dir));
   if (removed.size > 0 || corrections.size > 0) {
-    await withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => {
-      const cache = readPopcache(maildir);
+    await withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, async () => {
+      const cache = await readPopcache(maildir, pacer);
       const keep: CacheEntry[] = [];
       for (const [name, octets] of cache.entries) {
         if (!removed.has(name)) keep.push({ name, octets: corrections.get(name) ?? octets });
       }
-      writePopcacheAtomic(maildir, keep);
+      await writePopcacheAtomic(maildir, keep, pacer);
     });
   }
   return { removed: removed.size, failed };
@@ -396,20 +535,20 @@ export interface RebuildResult {
 }
 
 /** Counts every message of new/ and cur/ not yet in found, keyed by unique name. */
-function countUnknown(maildir: string, found: Map<string, Message>): void {
-  for (const sub of ['cur', 'new'] as const) {
-    for (const file of regularFiles(path.join(maildir, sub))) {
+async function countUnknown(maildir: string, found: Map<string, Message>, pacer: Pacer): Promise<void> {
+  for (const dir of ['cur', 'new'] as const) {
+    for (const file of regularFiles(path.join(maildir, dir))) {
       const p = parseName(file);
       if (found.has(p.unique)) continue;
       let c: { octets: number; mtimeMs: number };
       try {
-        c = countWireOctetsSync(path.join(maildir, sub, file));
+        c = await countWireOctets(path.join(maildir, dir, file), pacer);
       } catch (err) {
         if (isUnservable(err)) continue;
         throw err;
       }
-      // file is only informative here: nothing is moved or served.
-      found.set(p.unique, { unique: p.unique, file, octets: c.octets, time: p.time ?? Math.floor(c.mtimeMs * 1000) });
+      // dir and file are only informative here: nothing is moved or served.
+      found.set(p.unique, { unique: p.unique, dir, file, octets: c.octets, time: p.time ?? Math.floor(c.mtimeMs * 1000) });
     }
   }
 }
@@ -426,14 +565,15 @@ export async function rebuildPopcache(maildir: string, opts: { lockTimeoutMs?: n
   for (const d of ['cur', 'new'] as const) {
     if (!fs.statSync(path.join(maildir, d)).isDirectory()) throw Object.assign(new Error(`${d}: not a directory`), { code: 'ENOTDIR' });
   }
+  const pacer = new Pacer();
   const found = new Map<string, Message>();
-  countUnknown(maildir, found);
-  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => {
-    countUnknown(maildir, found);
-    const old = readPopcache(maildir).entries;
-    const messages = [...found.values()].sort(compareMessages);
+  await countUnknown(maildir, found, pacer);
+  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, async () => {
+    await countUnknown(maildir, found, pacer);
+    const old = (await readPopcache(maildir, pacer)).entries;
+    const messages = await inDeliveryOrder([...found.values()], pacer);
     const fixed = messages.filter((m) => old.get(m.unique) !== m.octets).length;
-    writePopcacheAtomic(maildir, messages.map(toEntry));
+    await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
     return { messages: messages.length, fixed };
   });
 }

@@ -57,10 +57,15 @@ export class WireSize extends WireScanner {
   }
 }
 
-/** Converts a message fed in chunks to its wire form. */
+/** Converts a message fed in chunks to its wire form, in place. */
 export class WireForm extends WireScanner {
-  chunk(buf: Buffer): Buffer {
-    return insertBefore(buf, this.bareLineFeeds(buf), CR);
+  /**
+   * Converts the chunk buf[start, end) where it lies; buf needs room for
+   * end - start more bytes after end (a chunk of bare LFs doubles). Returns
+   * the new end.
+   */
+  convert(buf: Buffer, start: number, end: number): number {
+    return insertBefore(buf, start, end, this.bareLineFeeds(buf.subarray(start, end)), CR);
   }
 
   /** Bytes to send after the last chunk. */

@@ -1,8 +1,8 @@
 /**
  * Byte-stuffing of a multi-line response (RFC 1939, 3): a line that starts
  * with "." gets one more "." in front, and "." CRLF ends the response. The
- * only implementation in the project; it works on chunks, carrying whether
- * the next chunk starts a line.
+ * only implementation in the project; it works on chunks, in place,
+ * carrying whether the next chunk starts a line.
  */
 import { insertBefore } from '@popd/shared/bytes';
 
@@ -16,13 +16,18 @@ const CRLF_TERMINATOR = Buffer.from('\r\n.\r\n');
 export class DotStuffer {
   private atLineStart = true;
 
-  chunk(buf: Buffer): Buffer {
-    if (buf.length === 0) return buf;
+  /**
+   * Stuffs the chunk buf[start, end) where it lies; buf needs room for one
+   * more byte per "." in it after end. Returns the new end.
+   */
+  stuff(buf: Buffer, start: number, end: number): number {
+    if (end === start) return end;
     const dots: number[] = [];
-    if (this.atLineStart && buf[0] === DOT) dots.push(0);
-    for (let i = buf.indexOf(LF_DOT); i !== -1; i = buf.indexOf(LF_DOT, i + 1)) dots.push(i + 1);
-    this.atLineStart = buf[buf.length - 1] === LF;
-    return insertBefore(buf, dots, DOT);
+    if (this.atLineStart && buf[start] === DOT) dots.push(0);
+    const chunk = buf.subarray(start, end);
+    for (let i = chunk.indexOf(LF_DOT); i !== -1; i = chunk.indexOf(LF_DOT, i + 1)) dots.push(i + 1);
+    this.atLineStart = buf[end - 1] === LF;
+    return insertBefore(buf, start, end, dots, DOT);
   }
 
   /** The end of the response. */

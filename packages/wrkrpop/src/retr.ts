@@ -1,23 +1,25 @@
 /**
  * RETR and TOP: a message file streamed through the wire form (the one
- * LF -> CRLF rule), TOP's cut, and dot-stuffing, a chunk at a time, so that
- * any message size costs the same memory. Files in the maildir are hostile:
- * never followed through a symlink, never anything but a regular file.
- * File I/O is synchronous on purpose: the process serves one client, and
- * thread-pool round trips for open, fstat, read and close cost more than
- * the reads themselves (pipelined RETRs of small messages ran at a third of
- * the speed).
+ * LF -> CRLF rule), TOP's cut, and dot-stuffing, a block at a time, so that
+ * any message size costs the same memory. Each chunk is read straight into
+ * the output's buffer and edited there: a chunk that needs no change is
+ * never copied, one that does is moved once per rule that changes it.
+ * Files in the maildir are hostile: never followed through a symlink, never
+ * anything but a regular file.
+ * File I/O is synchronous on purpose: thread-pool round trips for open,
+ * fstat, read and close cost more than the reads themselves (pipelined RETRs
+ * of small messages ran at a third of the speed); a read is at most a block
+ * (128 KB), and a long message yields to other sessions between blocks.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Message } from '@popd/shared/maildir';
-import { isSafeName, parseName } from '@popd/shared/uniquename';
+import { Message, locateMessages } from '@popd/shared/maildir';
+import { Pacer } from '@popd/shared/pacer';
 import { WireForm } from '@popd/shared/wire';
 import { DotStuffer } from './dotstuff';
-import { Output } from './output';
+import { BLOCK, Output } from './output';
 import { TopLimiter } from './top';
 
-const CHUNK = 128 * 1024;
 // O_NONBLOCK: a FIFO swapped in for a message must not hang the open; no effect on regular files.
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
@@ -39,28 +41,22 @@ function openRegular(file: string): number {
   return fd;
 }
 
-/** The current cur/ name of a unique name, when another program changed its flags since login. */
-function locate(maildir: string, unique: string): string | null {
-  for (const d of fs.readdirSync(path.join(maildir, 'cur'), { withFileTypes: true })) {
-    if (d.isFile() && isSafeName(d.name) && parseName(d.name).unique === unique) return d.name;
-  }
-  return null;
-}
-
 /**
- * Opens message m read-only and returns the descriptor. When its file was renamed since login (flags set
- * by an IMAP server), finds it again and updates m.file; throws ENOENT when
- * it is gone, ELOOP for a symlink, EFTYPE for anything not a regular file.
+ * Opens message m read-only and returns the descriptor. When its file was
+ * renamed since login (flags set by an IMAP server, moved from new/ to cur/
+ * by another program), finds it again and updates m; throws ENOENT when it
+ * is gone, ELOOP for a symlink, EFTYPE for anything not a regular file.
  */
 export function openMessage(maildir: string, m: Message): number {
   try {
-    return openRegular(path.join(maildir, 'cur', m.file));
+    return openRegular(path.join(maildir, m.dir, m.file));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    const now = locate(maildir, m.unique);
-    if (now === null) throw err;
-    m.file = now;
-    return openRegular(path.join(maildir, 'cur', now));
+    const now = locateMessages(maildir, new Set([m.unique])).get(m.unique);
+    if (now === undefined) throw err;
+    m.dir = now.dir;
+    m.file = now.file;
+    return openRegular(path.join(maildir, m.dir, m.file));
   }
 }
 
@@ -72,21 +68,29 @@ export function openMessage(maildir: string, m: Message): number {
 export async function streamMessage(fd: number, out: Output, limit: TopLimiter | null): Promise<number> {
   const wire = new WireForm();
   const stuffer = new DotStuffer();
+  const pacer = new Pacer();
   let octets = 0;
-  const send = async (w: Buffer): Promise<void> => {
-    const part = limit ? limit.take(w) : w;
-    octets += part.length;
-    await out.data(stuffer.chunk(part));
+  /** buf[at, end), in the wire form, through TOP's cut and dot-stuffing into the output. */
+  const send = async (buf: Buffer, at: number, end: number): Promise<void> => {
+    if (limit) end = at + limit.take(buf.subarray(at, end)).length;
+    octets += end - at;
+    await out.commit(stuffer.stuff(buf, at, end));
   };
   for (;;) {
-    // A fresh buffer each time: the previous one may still sit in the socket's queue.
-    const buf = Buffer.allocUnsafe(CHUNK);
-    const bytesRead = fs.readSync(fd, buf, 0, CHUNK, null);
-    if (bytesRead === 0) break;
-    await send(wire.chunk(buf.subarray(0, bytesRead)));
+    // As much as completes a block; the two rules insert at most one byte per byte read (a CR before an LF, a "." before a ".").
+    const want = BLOCK - out.pending;
+    const { buf, at } = out.room(2 * want);
+    const n = fs.readSync(fd, buf, at, want, null);
+    if (n === 0) break;
+    await send(buf, at, wire.convert(buf, at, at + n));
     if (limit?.finished) break;
+    if (pacer.due()) await pacer.yield();
   }
-  if (!limit?.finished) await send(wire.end());
-  await out.data(stuffer.end());
+  const tail = wire.end();
+  if (!limit?.finished && tail.length > 0) {
+    const { buf, at } = out.room(2 * tail.length);
+    await send(buf, at, at + tail.copy(buf, at));
+  }
+  await out.bytes(stuffer.end());
   return octets;
 }

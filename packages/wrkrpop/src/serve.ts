@@ -1,11 +1,13 @@
 /**
  * One session from the first line to the last, over any duplex stream, once
  * the process is confined: the maildrop lock, the mailbox index, the greeting,
- * TRANSACTION, UPDATE on QUIT, the summary in the log.
+ * TRANSACTION (while messages found in new/ move to cur/), UPDATE on QUIT,
+ * the summary in the log. Nothing here is per process: one worker may serve
+ * many sessions, each a call of serve().
  */
 import path from 'node:path';
 import { Duplex } from 'node:stream';
-import { commitDeletions, openMailbox } from '@popd/shared/maildir';
+import { commitDeletions, moveToCur, openMailbox } from '@popd/shared/maildir';
 import { MAILDROP_LOCK, Lock, tryLock } from '@popd/shared/lock';
 import { errnoCode } from '@popd/shared/fsutil';
 import { Logger } from '@popd/shared/log';
@@ -32,7 +34,7 @@ export interface Summary {
   undeleted: number;
 }
 
-type Opened = { lock: Lock; box: Maildrop } | { outcome: 'in-use' | 'unavailable'; answer: string };
+type Opened = { lock: Lock; box: Maildrop; inNew: number } | { outcome: 'in-use' | 'unavailable'; answer: string };
 
 async function open(o: ServeOptions): Promise<Opened> {
   let lock: Lock | null;
@@ -48,10 +50,10 @@ async function open(o: ServeOptions): Promise<Opened> {
   }
   try {
     const index = await openMailbox(o.maildir);
-    if (index.moved > 0 || index.counted > 0 || index.rewritten) {
-      o.log.debug(`user ${o.user}: ${index.moved} new, ${index.counted} counted, popcache ${index.rewritten ? 'rewritten' : 'kept'}`);
+    if (index.inNew > 0 || index.counted > 0 || index.rewritten) {
+      o.log.debug(`user ${o.user}: ${index.inNew} new, ${index.counted} counted, popcache ${index.rewritten ? 'rewritten' : 'kept'}`);
     }
-    return { lock, box: new Maildrop(index.messages) };
+    return { lock, box: new Maildrop(index.messages, index.uidls), inNew: index.inNew };
   } catch (err) {
     lock.release();
     o.log.err(`user ${o.user}: cannot open mailbox: ${errnoCode(err)}`);
@@ -71,10 +73,14 @@ export async function serve(io: Duplex, o: ServeOptions): Promise<Summary> {
     summary.outcome = opened.outcome;
     await sayLast(io, opened.answer);
   } else {
-    const { box, lock } = opened;
+    const { box, lock, inNew } = opened;
     session = new Session(io, { maildir: o.maildir, box, idleTimeoutMs: o.idleTimeoutMs, log: o.log });
+    // Started before the greeting: its first slice (all of a small mailbox) runs now, the others while the client is silent.
+    const stopMoving = inNew > 0 ? moveInBackground(o, box, session) : null;
     await session.out.line(`+OK ${o.user} has ${box.count} messages (${box.octets} octets)`).catch(() => undefined);
     summary.outcome = await session.run();
+    // What is not moved yet stays in new/, served from there next time; the move ends before the lock is released.
+    if (stopMoving) o.log.debug(`user ${o.user}: ${await stopMoving()} of ${inNew} moved from new/ to cur/`);
     let answer: string | null = null;
     if (summary.outcome === 'quit') {
       const r = await update(o, box, session.corrections);
@@ -102,6 +108,19 @@ export async function serve(io: Duplex, o: ServeOptions): Promise<Summary> {
       ` duration=${secs}s`,
   );
   return summary;
+}
+
+/** Moves what the session found in new/ to cur/ in the background (moveToCur); the function returned stops it and tells how many moved. */
+function moveInBackground(o: ServeOptions, box: Maildrop, session: Session): () => Promise<number> {
+  const abort = new AbortController();
+  const moving = moveToCur(o.maildir, box.messages, { signal: abort.signal, pause: () => session.quiet() }).catch((err: unknown) => {
+    o.log.err(`user ${o.user}: moving new mail to cur/: ${errnoCode(err)}`);
+    return 0;
+  });
+  return () => {
+    abort.abort();
+    return moving;
+  };
 }
 
 /** The only line of a session that never reached TRANSACTION. */

@@ -6,19 +6,27 @@
  */
 import fs from 'node:fs';
 import { Duplex } from 'node:stream';
-import { Message, markSeen } from '@popd/shared/maildir';
-import { uidlOf } from '@popd/shared/popcache';
+import { markSeen } from '@popd/shared/maildir';
 import { errnoCode } from '@popd/shared/fsutil';
 import { Logger } from '@popd/shared/log';
 import { TRANSACTION_CAPABILITIES } from '@popd/shared/capa';
 import { Command, parseCommand } from './command';
 import { LineInput } from './input';
+import { writeListing } from './listing';
 import { Maildrop } from './maildrop';
 import { Output } from './output';
 import { openMessage, streamMessage } from './retr';
 import { TopLimiter } from './top';
 
 export type EndReason = 'quit' | 'eof' | 'timeout' | 'error';
+
+/**
+ * Background work (moving new mail to cur/) waits until the client has been
+ * silent this long, so that a client fetching message after message never
+ * waits for it: over a fast link it never pauses this long, over a slow one
+ * a slice of work ends before its next command arrives.
+ */
+const QUIET_MS = 20;
 
 export interface SessionContext {
   /** The maildir as this process sees it ("/" when chrooted into it). */
@@ -41,6 +49,11 @@ export class Session {
   detail = '';
   /** False once the stream cannot take a last answer (timeout, stream error, a response cut short). */
   usable = true;
+  /** Since when the session waits for the client's next command; null while it reads or answers one. */
+  private waitingSince: number | null = null;
+  private ended = false;
+  /** quiet() callers waiting for the session to wait for the client. */
+  private readonly wakers: Array<() => void> = [];
 
   constructor(
     private readonly io: Duplex,
@@ -54,6 +67,26 @@ export class Session {
     this.idle?.refresh();
   }
 
+  /** Before the engine waits for the client: everything gathered is written, and background work may run. */
+  private async awaitClient(): Promise<void> {
+    await this.out.flush();
+    this.waitingSince = performance.now();
+    for (const wake of this.wakers.splice(0)) wake();
+  }
+
+  /** Resolves once the client has been silent for QUIET_MS, or the session has ended. */
+  async quiet(): Promise<void> {
+    while (!this.ended) {
+      if (this.waitingSince === null) {
+        await new Promise<void>((r) => this.wakers.push(r));
+        continue;
+      }
+      const left = this.waitingSince + QUIET_MS - performance.now();
+      if (left <= 0) return;
+      await new Promise((r) => setTimeout(r, left));
+    }
+  }
+
   async run(): Promise<EndReason> {
     this.idle = setTimeout(() => {
       this.timedOut = true;
@@ -61,7 +94,8 @@ export class Session {
     }, this.ctx.idleTimeoutMs);
     try {
       for (;;) {
-        const ev = await this.input.next(() => this.out.flush());
+        const ev = await this.input.next(() => this.awaitClient());
+        this.waitingSince = null;
         if (ev === null) return 'eof';
         this.touch();
         if (ev.t === 'line') {
@@ -81,6 +115,8 @@ export class Session {
       return 'error';
     } finally {
       clearTimeout(this.idle);
+      this.ended = true;
+      for (const wake of this.wakers.splice(0)) wake();
     }
   }
 
@@ -116,14 +152,13 @@ export class Session {
       }
       case 'LIST':
       case 'UIDL': {
-        const field = cmd.kind === 'LIST' ? (m: Message) => m.octets : (m: Message) => uidlOf(m.unique);
         if (cmd.msg !== null) {
           const m = box.lookup(cmd.msg);
-          await out.line(typeof m === 'string' ? `-ERR ${m}` : `+OK ${cmd.msg} ${field(m)}`);
+          await out.line(typeof m === 'string' ? `-ERR ${m}` : `+OK ${cmd.msg} ${cmd.kind === 'LIST' ? m.octets : box.uidl(cmd.msg)}`);
           return false;
         }
         await out.line(cmd.kind === 'LIST' ? `+OK ${box.count} messages (${box.octets} octets)` : '+OK unique-id listing follows');
-        for (const [n, m] of box.live()) await out.line(`${n} ${field(m)}`);
+        await writeListing(out, box, cmd.kind);
         await out.line('.');
         return false;
       }
@@ -170,7 +205,7 @@ export class Session {
         this.corrections.set(m.unique, sent);
       }
       try {
-        m.file = markSeen(maildir, m);
+        markSeen(maildir, m);
       } catch (err) {
         log.warning(`message ${n} (${m.unique}): cannot mark seen: ${errnoCode(err)}`);
       }
