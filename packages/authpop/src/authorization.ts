@@ -1,3 +1,4 @@
+// identity: _pop3d
 /**
  * The AUTHORIZATION state of one connection, as a pure state machine: a
  * line in, what to do out; popd's verdict in, what to answer and when. The

@@ -1,3 +1,4 @@
+// identity: _pop3d
 /**
  * One client connection in authpop: TLS (implicit, or after STLS), the
  * AUTHORIZATION state with its limits, then a relay to the worker. One

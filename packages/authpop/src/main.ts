@@ -1,3 +1,4 @@
+// identity: root until its config, then _pop3d
 /**
  * authpop: the network-facing process, root until its configuration
  * arrives, then _pop3d in an empty chroot (docs/architecture.md, "authpop").

@@ -1,3 +1,4 @@
+// identity: _pop3d
 /**
  * After login: bytes flow both ways between the client (TLS) and the
  * worker (plain POP3 over a socketpair), with backpressure from pipe();

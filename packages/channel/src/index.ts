@@ -1,3 +1,4 @@
+// identity: root, _pop3d, the mail user
 /**
  * Message channels with descriptor passing, for popd and its children: what
  * Node's 'ipc' channel did, without Node parsing the peer's bytes in the

@@ -1,3 +1,4 @@
+// identity: the recipient
 /** The trace headers popmda may prepend; values from the envelope are hostile. */
 
 /** Removes what could end a header line early or smuggle another header. */

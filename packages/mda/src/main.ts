@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// identity: the recipient
 /**
  * popmda: delivers one message from stdin into a maildir and records it in
  * popcache. Run by OpenSMTPD's mda action as the recipient; never as root.

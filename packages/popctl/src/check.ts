@@ -1,3 +1,4 @@
+// identity: the admin
 /** popctl check: every problem of the tables, as popd sees them, plus the maildirs' state. */
 import fs from 'node:fs';
 import { loadTables, Tables } from '@popd/shared/tables';

@@ -1,3 +1,4 @@
+// identity: the admin
 /** popctl encrypt: a bcrypt hash in the $2b$ form of crypt_newhash(3) and smtpctl encrypt. */
 import bcrypt from 'bcryptjs';
 import { EX_SOFTWARE, EX_USAGE } from '@popd/shared/sysexits';

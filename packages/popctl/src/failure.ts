@@ -1,3 +1,4 @@
+// identity: the admin
 /** A failure with its sysexits code; main prints its message and exits with it. */
 export class Failure extends Error {
   constructor(

@@ -1,3 +1,4 @@
+// identity: the admin
 /**
  * popctl import: brings an mbox spool or another maildir into a maildir,
  * byte-exact, through the same delivery path as popmda, resumable without

@@ -1,3 +1,4 @@
+// identity: the admin
 /**
  * The resume record of one import: a file inside the target maildir (its
  * name starts with "." so no maildir reader takes it for mail), one line per

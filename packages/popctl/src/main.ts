@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// identity: the admin
 /**
  * popctl: the administrator's tool for popd. Subcommands: encrypt, check,
  * reindex, import. Exit codes follow sysexits(3).

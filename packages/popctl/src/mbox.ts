@@ -1,3 +1,4 @@
+// identity: the admin
 /**
  * Reading an mbox spool. The rule (documented in popctl(8)):
  *  - a message starts at a line beginning "From " at the start of the file

@@ -1,3 +1,4 @@
+// identity: the admin
 /**
  * popctl writes into users' maildirs. Files it created as root would be
  * unreadable (and popcache.lock unopenable) for the user's popmda and

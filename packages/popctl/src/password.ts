@@ -1,3 +1,4 @@
+// identity: the admin
 /**
  * Reading a password: from the terminal without echo (asked twice), or the
  * first line of standard input when it is not a terminal (for scripts).

@@ -1,3 +1,4 @@
+// identity: the admin
 /** A progress bar on a terminal (stderr), redrawn at most ten times a second. */
 export class Progress {
   private last = 0;

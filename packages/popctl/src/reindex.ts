@@ -1,3 +1,4 @@
+// identity: the admin
 /** popctl reindex: rebuild popcache for a maildir filled by another delivery agent. */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,3 +1,4 @@
+// identity: root
 /**
  * Root code: popd's authpop processes (docs/architecture.md, "authpop").
  * -A of them, each started with its configuration, restarted with backoff

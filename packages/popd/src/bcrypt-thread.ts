@@ -1,3 +1,4 @@
+// identity: root
 /** A worker thread of popd that computes bcrypt hashes, so that popd's event loop never runs a bcrypt round. */
 import { parentPort } from 'node:worker_threads';
 import bcrypt from 'bcryptjs';

@@ -1,3 +1,4 @@
+// identity: root
 /**
  * bcrypt hashes computed in worker threads, one job per thread at a time:
  * popd's event loop runs no bcrypt round, and several cores share the work.

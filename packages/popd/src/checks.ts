@@ -1,3 +1,4 @@
+// identity: root
 /**
  * Configuration checks done before anything listens, and by -n: every
  * problem is one line. The tables are checked by shared/tables; here the

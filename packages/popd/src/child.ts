@@ -1,3 +1,4 @@
+// identity: root
 /**
  * How popd (root) starts a child and takes what it says, trusting none of
  * it (docs/architecture.md, "Children are hostile"): the child gets a

@@ -1,3 +1,4 @@
+// identity: root
 /**
  * Lines of a child's stderr as popd (root) takes them: each cut to a
  * bounded length (a child that crashes prints there; a hostile one may

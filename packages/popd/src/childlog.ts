@@ -1,3 +1,4 @@
+// identity: root
 /**
  * Where popd's own records and its children's go: syslog (facility mail,
  * under the child's ident and pid) or, with -d, stderr.

@@ -1,3 +1,4 @@
+// identity: root
 /** Connection caps: a global one and one per peer address. Connections are counted from accept until authpop reports them closed. */
 export type Admission = 'ok' | 'total' | 'address';
 

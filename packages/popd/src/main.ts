@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// identity: root
 /**
  * Root code: popd, the privilege-separated POP3 server's root process.
  * Closes what it inherited, checks the configuration (one line per

@@ -1,3 +1,4 @@
+// identity: root
 /**
  * popd's command line, OpenBSD style:
  * popd [-dhnVv] -a authtab -u usertab -c cert -k key -l address[:port] [-l ...]

@@ -1,3 +1,4 @@
+// identity: root
 /** popd's helper programs, found beside popd in the packages/<role>/dist layout (the repository and the npm tarball alike). */
 import path from 'node:path';
 

@@ -1,3 +1,4 @@
+// identity: root
 /**
  * Root code: popd's server (docs/architecture.md, "popd"): listeners
  * (accept paused, never read), connection caps, hand-off to an authpop,

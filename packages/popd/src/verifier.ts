@@ -1,3 +1,4 @@
+// identity: root
 /**
  * Password checks with bcryptjs (computed by a hash function given, in
  * popd the thread pool), with a bound on checks running and waiting. Every

@@ -1,3 +1,4 @@
+// identity: root
 /**
  * Root code: popd's wrkrpop processes (docs/architecture.md, "wrkrpop").
  * A worker starts as a spare (root, holding nothing but its channel, all

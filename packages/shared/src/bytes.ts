@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /** Byte-level edits shared by the wire form (CR before a bare LF) and byte-stuffing ("." before a line's "."). */
 
 /**

@@ -1,3 +1,4 @@
+// identity: _pop3d, the mail user
 /**
  * CAPA (RFC 2449) in both states, from one list: what the mailbox engine
  * does is offered in TRANSACTION and announced before login too, where the

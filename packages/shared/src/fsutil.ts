@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 import fs from 'node:fs';
 
 /** Makes a directory entry change durable (rename, link, unlink). */

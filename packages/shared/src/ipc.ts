@@ -1,3 +1,4 @@
+// identity: root, _pop3d, the mail user
 /**
  * Every message that crosses a process boundary, in one place (docs/architecture.md,
  * "IPC"). Transport: one SOCK_SEQPACKET channel per child (@popd/channel), one

@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /**
  * Cross-process locks with flock(2) from fs-ext: Node has no flock, and
  * flock locks vanish with the process that held them, so a killed worker or

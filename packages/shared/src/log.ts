@@ -1,3 +1,4 @@
+// identity: root, _pop3d, the mail user, the recipient
 /**
  * Logging. popd and popmda write to syslog (facility mail) themselves;
  * authpop and wrkrpop are chrooted and cannot reach /dev/log reliably, so they

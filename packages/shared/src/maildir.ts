@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /**
  * The maildir store: delivery (popmda), opening a mailbox, moving what it
  * found in new/ to cur/ and committing its deletions (wrkrpop), reindexing

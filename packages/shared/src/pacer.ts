@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /**
  * Long synchronous loops (listing, renaming or indexing 100,000 messages,
  * writing 100 MB of one message) run in a worker that serves many sessions

@@ -1,3 +1,4 @@
+// identity: root, _pop3d, the mail user
 /**
  * Tunables of the server's processes, each with the reason for its value
  * (docs/architecture.md cites them). Command-line defaults come from here.

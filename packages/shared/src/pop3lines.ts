@@ -1,3 +1,4 @@
+// identity: _pop3d, the mail user
 /**
  * POP3 command lines from a client, with one policy for the login phase
  * (authpop) and the mailbox phase (wrkrpop). A line is at most MAX_LINE

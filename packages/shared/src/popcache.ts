@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /**
  * popcache: one line per message, "uniquename SP octets SP uidl", where uidl
  * is the lowercase hex SHA-256 of the unique name (compatible with the C

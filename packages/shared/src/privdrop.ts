@@ -1,3 +1,4 @@
+// identity: root, _pop3d, the mail user, the admin
 /**
  * Privilege drops, checked after they happen: a drop that did not take
  * effect is fatal (the caller exits).

@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /** sysexits(3) codes that popmda and popctl report; OpenSMTPD reads them. */
 export const EX_OK = 0;
 export const EX_USAGE = 64;

@@ -1,3 +1,4 @@
+// identity: root, the recipient, the admin
 /**
  * authtab and usertab: the operator's files. The formats are those of the C
  * original, read as OpenSMTPD reads its file tables ("credentials" and

@@ -1,3 +1,4 @@
+// identity: root, _pop3d
 /** The one TLS context the server uses (RFC 8446 TLS 1.3 only): checked by popd, served by authpop. */
 import tls from 'node:tls';
 

@@ -1,3 +1,4 @@
+// identity: _pop3d, the mail user
 /**
  * A child's end of its channel to popd (authpop and wrkrpop; they run as
  * root until their first message from popd says whom to become). popd

@@ -1,3 +1,4 @@
+// identity: the mail user, the admin
 /**
  * Paths that a root process may use on behalf of one uid: no component on
  * the way is one that another user could replace. Whoever may write a

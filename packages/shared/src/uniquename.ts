@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /**
  * Maildir++ unique names, Dovecot-compatible:
  *   <seconds>.M<microseconds>P<pid>R<random hex>.<host>,S=<disk bytes>,W=<wire octets>

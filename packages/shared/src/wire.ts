@@ -1,3 +1,4 @@
+// identity: the mail user, the recipient, the admin
 /**
  * The wire form of a stored message: what RETR sends before dot-stuffing.
  *

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * Parses a TRANSACTION-state command line into a Command. Pure: the
  * mailbox decides whether a well-formed message number exists.

@@ -1,3 +1,4 @@
+// identity: root until confined, then the mail user
 /**
  * Runs as root until confine() returns (docs/architecture.md,
  * "Confinement"): popd's messages to a worker, checked like anything that

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * Byte-stuffing of a multi-line response (RFC 1939, 3): a line that starts
  * with "." gets one more "." in front, and "." CRLF ends the response. The

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * Command lines from the client, pulled one at a time: the stream is read
  * only when the engine asks for the next line, so pipelined input waits in

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * The body of LIST's and UIDL's multi-line answers: "n octets" or "n uidl"
  * for every message not deleted, written straight into the output's buffer

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * The session's view of the mailbox: messages numbered 1..N in the order
  * openMailbox gave, and which of them are marked deleted. Numbers never

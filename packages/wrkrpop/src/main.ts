@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// identity: root until confined, then the mail user
 /**
  * wrkrpop: serves TRANSACTION and UPDATE for the sessions popd gives it
  * (docs/architecture.md, "wrkrpop"). popd starts it ahead of need (a warm

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * Everything the worker says goes through one Output, gathered in one buffer
  * that answers are written straight into (lines, listings, and message data

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * RETR and TOP: a message file streamed through the wire form (the one
  * LF -> CRLF rule), TOP's cut, and dot-stuffing, a block at a time, so that

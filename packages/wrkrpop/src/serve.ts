@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * One session from the first line to the last, over any duplex stream, once
  * the process is confined: the maildrop lock, the mailbox index, the greeting,

@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * TOP msg n on the wire form of a message: the header lines, the blank line
  * that ends them, then n lines of the body. A message without a blank line,

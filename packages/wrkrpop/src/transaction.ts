@@ -1,3 +1,4 @@
+// identity: the mail user
 /**
  * The TRANSACTION state over any duplex stream: one command at a time, in
  * the order received, each answer written (with backpressure) before the
