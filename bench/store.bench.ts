@@ -8,9 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { deliver, openMailbox } from '@popd/shared/maildir';
-import { wireSizeOf } from '@popd/shared/wire';
-import { newBaseName, withSizes, wallMicros } from '@popd/shared/uniquename';
+import { deliver, openMailbox } from '@popd/store/maildir';
+import { wireSizeOf } from '@popd/store/wire';
+import { newBaseName, withSizes, wallMicros } from '@popd/store/uniquename';
 
 // A static import would compile to "../test/lib/util", which does not exist next to bench/dist: load the compiled helpers from test/dist.
 const { BIN, run, tmpdir } = require(path.join(__dirname, '..', '..', 'test', 'dist', 'lib', 'util')) as typeof import('../test/lib/util');

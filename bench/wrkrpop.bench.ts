@@ -17,7 +17,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { deliver } from '@popd/shared/maildir';
+import { deliver } from '@popd/store/maildir';
 import { Logger } from '@popd/shared/log';
 import { serve } from '@popd/wrkrpop/serve';
 import type { Worker } from '../test/lib/worker';

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openMailbox } from '@popd/shared/maildir';
+import { openMailbox } from '@popd/store/maildir';
 import { INPUTS, ls, mailUserMaildir, readPopcacheLines, referenceWireSize, removeScratchDirs, scratchDir, sha256 } from './lib/store';
 import { BIN, isRoot, MAILUSER, run, RunResult, tmpdir } from './lib/util';
 

@@ -11,10 +11,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { commitDeletions, compareMessages, countWireOctets, deliver, inDeliveryOrder, markSeen, Message, moveToCur, openMailbox, TMP_MAX_AGE_MS } from '@popd/shared/maildir';
-import { MAILDROP_LOCK, POPCACHE_LOCK } from '@popd/shared/lock';
-import { isTransient } from '@popd/shared/fsutil';
-import { withSizes } from '@popd/shared/uniquename';
+import { commitDeletions, compareMessages, countWireOctets, deliver, inDeliveryOrder, markSeen, Message, moveToCur, openMailbox, TMP_MAX_AGE_MS } from '@popd/store/maildir';
+import { MAILDROP_LOCK, POPCACHE_LOCK } from '@popd/store/lock';
+import { isTransient } from '@popd/store/fsutil';
+import { withSizes } from '@popd/store/uniquename';
 import { INPUTS, ls, readPopcacheLines, referenceWire, removeScratchDirs, scratchDir, sha256 } from './lib/store';
 import { isRoot } from './lib/util';
 

@@ -2,9 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { WireForm, WireSize, wireSizeOf } from '@popd/shared/wire';
-import { curName, escapedHost, isSafeName, newBaseName, parseName, withSizes } from '@popd/shared/uniquename';
-import { PopcacheParser, parsePopcache, popcacheText, uidlOf } from '@popd/shared/popcache';
+import { WireForm, WireSize, wireSizeOf } from '@popd/store/wire';
+import { curName, escapedHost, isSafeName, newBaseName, parseName, withSizes } from '@popd/store/uniquename';
+import { PopcacheParser, parsePopcache, popcacheText, uidlOf } from '@popd/store/popcache';
 import { INPUTS, editInPlace, referenceWire, referenceWireSize, sha256 } from './lib/store';
 
 /** Splits buf at the given offsets (sorted, deduplicated, in range). */

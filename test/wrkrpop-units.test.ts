@@ -15,7 +15,7 @@ import { DotStuffer } from '@popd/wrkrpop/dotstuff';
 import { TopLimiter } from '@popd/wrkrpop/top';
 import { serve } from '@popd/wrkrpop/serve';
 import { openMessage } from '@popd/wrkrpop/retr';
-import { Message } from '@popd/shared/maildir';
+import { Message } from '@popd/store/maildir';
 import { BLOCK, RECORD } from '@popd/wrkrpop/output';
 import { Pop3Client } from './lib/pop3';
 import { removeSeeded, seedMaildir, wireOracle } from './lib/maildirs';

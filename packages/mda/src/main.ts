@@ -9,10 +9,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { deliver, ensureMaildir } from '@popd/shared/maildir';
+import { deliver, ensureMaildir } from '@popd/store/maildir';
 import { checkSubdir, parseUsertab } from '@popd/shared/tables';
 import { Logger, syslogSink } from '@popd/shared/log';
-import { isTransient, errnoCode } from '@popd/shared/fsutil';
+import { isTransient, errnoCode } from '@popd/store/fsutil';
 import { EX_CANTCREAT, EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_USAGE } from '@popd/shared/sysexits';
 import { VERSION } from '@popd/shared/version';
 import { headerPrefix } from './headers';

@@ -7,10 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { deliver } from '@popd/shared/maildir';
-import { tryLock, tryShareLock } from '@popd/shared/lock';
-import { isSafeName, newBaseName, parseName } from '@popd/shared/uniquename';
-import { errnoCode } from '@popd/shared/fsutil';
+import { deliver } from '@popd/store/maildir';
+import { tryLock, tryShareLock } from '@popd/store/lock';
+import { isSafeName, newBaseName, parseName } from '@popd/store/uniquename';
+import { errnoCode } from '@popd/store/fsutil';
 import { isRoot } from '@popd/shared/privdrop';
 import { EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL } from '@popd/shared/sysexits';
 import { mboxMessages, NotMbox } from './mbox';

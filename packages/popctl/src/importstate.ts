@@ -14,7 +14,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isSafeName, parseName } from '@popd/shared/uniquename';
+import { isSafeName, parseName } from '@popd/store/uniquename';
 
 export interface ImportState {
   done: Map<string, number>;

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { errnoCode, isTransient } from '@popd/shared/fsutil';
+import { errnoCode, isTransient } from '@popd/store/fsutil';
 import { EX_CONFIG, EX_IOERR, EX_OK, EX_TEMPFAIL, EX_USAGE } from '@popd/shared/sysexits';
 import { checkSubdir } from '@popd/shared/tables';
 import { VERSION } from '@popd/shared/version';

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { dropPrivileges, isRoot } from '@popd/shared/privdrop';
 import { parseUsertab, UserInfo } from '@popd/shared/tables';
 import { untrustedFor, UntrustedPath, walk } from '@popd/shared/trustedpath';
-import { errnoCode } from '@popd/shared/fsutil';
+import { errnoCode } from '@popd/store/fsutil';
 import { EX_CONFIG, EX_NOINPUT, EX_NOPERM, EX_NOUSER } from '@popd/shared/sysexits';
 import { Failure } from './failure';
 

@@ -2,8 +2,8 @@
 /** popctl reindex: rebuild popcache for a maildir filled by another delivery agent. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { MAILDROP_LOCK, tryLock } from '@popd/shared/lock';
-import { rebuildPopcache, RebuildResult } from '@popd/shared/maildir';
+import { MAILDROP_LOCK, tryLock } from '@popd/store/lock';
+import { rebuildPopcache, RebuildResult } from '@popd/store/maildir';
 import { EX_NOINPUT, EX_TEMPFAIL } from '@popd/shared/sysexits';
 import { becomeOwnerOf, OwnerOptions } from './owner';
 import { Failure } from './failure';

@@ -5,7 +5,7 @@
  * only implementation in the project; it works on chunks, in place,
  * carrying whether the next chunk starts a line.
  */
-import { insertBefore } from '@popd/shared/bytes';
+import { insertBefore } from '@popd/store/bytes';
 
 const LF = 0x0a;
 const DOT = 0x2e;

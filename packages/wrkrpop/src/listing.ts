@@ -7,7 +7,7 @@
  * output writes it in whole blocks as it fills, waiting for the client to
  * take each (which also gives other sessions their turn).
  */
-import { Pacer } from '@popd/shared/pacer';
+import { Pacer } from '@popd/store/pacer';
 import { Maildrop } from './maildrop';
 import { Output, RECORD } from './output';
 

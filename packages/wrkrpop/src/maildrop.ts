@@ -4,8 +4,8 @@
  * openMailbox gave, and which of them are marked deleted. Numbers never
  * change during a session; a deleted message is invisible until RSET.
  */
-import { Message } from '@popd/shared/maildir';
-import { UIDL_LENGTH, uidlOf } from '@popd/shared/popcache';
+import { Message } from '@popd/store/maildir';
+import { UIDL_LENGTH, uidlOf } from '@popd/store/popcache';
 
 export class Maildrop {
   private readonly deleted: Uint8Array;

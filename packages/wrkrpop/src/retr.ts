@@ -14,9 +14,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Message, locateMessages } from '@popd/shared/maildir';
-import { Pacer } from '@popd/shared/pacer';
-import { WireForm } from '@popd/shared/wire';
+import { Message, locateMessages } from '@popd/store/maildir';
+import { Pacer } from '@popd/store/pacer';
+import { WireForm } from '@popd/store/wire';
 import { DotStuffer } from './dotstuff';
 import { BLOCK, Output } from './output';
 import { TopLimiter } from './top';

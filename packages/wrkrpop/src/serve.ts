@@ -8,9 +8,9 @@
  */
 import path from 'node:path';
 import { Duplex } from 'node:stream';
-import { commitDeletions, moveToCur, openMailbox } from '@popd/shared/maildir';
-import { MAILDROP_LOCK, Lock, tryLock } from '@popd/shared/lock';
-import { errnoCode } from '@popd/shared/fsutil';
+import { commitDeletions, moveToCur, openMailbox } from '@popd/store/maildir';
+import { MAILDROP_LOCK, Lock, tryLock } from '@popd/store/lock';
+import { errnoCode } from '@popd/store/fsutil';
 import { Logger } from '@popd/shared/log';
 import { Maildrop } from './maildrop';
 import { EndReason, Session } from './transaction';

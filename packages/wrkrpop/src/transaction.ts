@@ -7,8 +7,8 @@
  */
 import fs from 'node:fs';
 import { Duplex } from 'node:stream';
-import { markSeen } from '@popd/shared/maildir';
-import { errnoCode } from '@popd/shared/fsutil';
+import { markSeen } from '@popd/store/maildir';
+import { errnoCode } from '@popd/store/fsutil';
 import { Logger } from '@popd/shared/log';
 import { TRANSACTION_CAPABILITIES } from '@popd/shared/capa';
 import { Command, parseCommand } from './command';
