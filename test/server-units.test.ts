@@ -78,14 +78,15 @@ test('addresses: IPv4 or [IPv6], optional port', () => {
   for (const bad of ['::1', 'localhost', '1.2.3.4:0', '1.2.3.4:70000', '[1.2.3.4]', '1.2.3', '']) assert.equal(parseAddress(bad, 995), null, bad);
 });
 
-test('limits: global and per address, freed on close', () => {
+test('limits: global and per network, freed on close', () => {
   const l = new ConnLimits(3, 2);
   l.add('a', '1.1.1.1');
   l.add('b', '1.1.1.1');
-  assert.equal(l.admit('1.1.1.1'), 'address');
+  assert.equal(l.admit('1.1.1.1'), 'network');
   assert.equal(l.admit('2.2.2.2'), 'ok');
   l.add('c', '2.2.2.2');
   assert.equal(l.admit('3.3.3.3'), 'total');
+  assert.equal(l.netOf('c'), '2.2.2.2');
   l.remove('a');
   l.remove('a');
   assert.equal(l.admit('1.1.1.1'), 'ok');

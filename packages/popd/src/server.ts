@@ -7,14 +7,33 @@ import fs from 'node:fs';
 import net from 'node:net';
 import nacl from 'tweetnacl';
 import { AuthRequest, AuthVerdict, NewConnection, PROTOCOL, VerdictCode } from '@popd/shared/ipc';
-import { FAIL_DELAY_MS, GRACE_MS, IN_USE_WAIT_MS, KILL_AFTER_MS, MAX_CHECKS, MAX_QUEUED, MAX_REFUSING, maxWaitingChecks } from '@popd/shared/params';
+import {
+  FAIL_DELAY_MS,
+  GRACE_MS,
+  IN_USE_WAIT_MS,
+  KILL_AFTER_MS,
+  LOGIN_MARK_MS,
+  LOGIN_MARKS_PER_USER,
+  LOGIN_NET_BURST,
+  LOGIN_NET_PER_S,
+  LOGIN_TRACKED,
+  LOGIN_USER_BURST,
+  LOGIN_USER_PER_S,
+  LOGIN_WAIT_MAX_MS,
+  MAX_CHECKS,
+  MAX_QUEUED,
+  MAX_REFUSING,
+  maxWaitingChecks,
+} from '@popd/shared/params';
 import { isRoot } from '@popd/shared/privdrop';
 import { loadTables, Tables } from '@popd/shared/tables';
+import { addressPrefix } from './address-prefix';
 import { AuthpopSlot, AuthpopSupervisor } from './authpop-supervisor';
 import { BcryptPool } from './bcryptpool';
 import { checkCertKey } from './checks';
 import type { Logs } from './childlog';
 import { ConnLimits } from './limits';
+import { LoginBudget } from './login-budget';
 import type { Listen, Options } from './options';
 import { AUTHPOP, WRKRPOP } from './paths';
 import { dummySalt, Verifier } from './verifier';
@@ -43,6 +62,7 @@ export class Server {
   private readonly queue: Array<{ m: NewConnection; sock: net.Socket }> = [];
   private readonly bcrypt = new BcryptPool(MAX_CHECKS);
   private readonly verifier: Verifier;
+  private readonly budget: LoginBudget;
   private readonly authpops: AuthpopSupervisor;
   private readonly workers: WrkrpopSupervisor;
   private stopping = false;
@@ -58,6 +78,25 @@ export class Server {
     this.limits = new ConnLimits(o.maxConn, o.maxPerAddr);
     this.verifier = new Verifier(MAX_CHECKS, maxWaitingChecks(o.maxConn), (pass, salt) => this.bcrypt.hash(pass, salt));
     const log = logs.log;
+    this.budget = new LoginBudget(
+      {
+        userBurst: LOGIN_USER_BURST,
+        userPerS: LOGIN_USER_PER_S,
+        netBurst: LOGIN_NET_BURST,
+        netPerS: LOGIN_NET_PER_S,
+        maxWaitMs: LOGIN_WAIT_MAX_MS,
+        markMs: LOGIN_MARK_MS,
+        marksPerUser: LOGIN_MARKS_PER_USER,
+        tracked: LOGIN_TRACKED,
+      },
+      () => performance.now(),
+      (kind, key) =>
+        log.notice(
+          kind === 'user'
+            ? `login budget: more than ${LOGIN_USER_BURST} failed logins for user ${key}: checking ${LOGIN_USER_PER_S}/s, refusing networks that tried it`
+            : `login budget: more than ${LOGIN_NET_BURST} failed logins from ${key}: checking ${LOGIN_NET_PER_S}/s, refusing the rest`,
+        ),
+    );
     const forget = (id: string): void => {
       this.limits.remove(id);
       this.refusing.delete(id);
@@ -135,7 +174,8 @@ export class Server {
     const id = newId();
     const m: NewConnection = { t: 'conn', id, address, port, mode };
     const a = this.authpops.pick();
-    const cap = this.limits.admit(address);
+    const network = addressPrefix(address);
+    const cap = this.limits.admit(network);
     if (cap !== 'ok') {
       this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit)`);
       if (this.refusing.size >= MAX_REFUSING || a === null) {
@@ -146,7 +186,7 @@ export class Server {
       if (!this.handOver(a, { ...m, refuse: 'too many connections' }, sock)) this.refusing.delete(id);
       return;
     }
-    this.limits.add(id, address);
+    this.limits.add(id, network);
     if (a !== null) {
       if (!this.handOver(a, m, sock)) this.limits.remove(id);
       return;
@@ -195,8 +235,18 @@ export class Server {
   private async checkLogin(m: AuthRequest, a: AuthpopSlot): Promise<void> {
     // Only a connection this authpop holds may log in; it may be gone after each wait.
     const held = (): boolean => a.conns.has(m.id);
+    const network = this.limits.netOf(m.id);
+    if (network === undefined) return;
+    // The same for a user name that does not exist: the answer tells nothing about who does.
+    const gate = this.budget.admit(m.user, network);
+    if (gate.t === 'refuse') return this.refuse(a, m.id, 'SYS/TEMP', 'too many login attempts, try again later');
+    if (gate.waitMs > 0) {
+      await new Promise((r) => setTimeout(r, gate.waitMs));
+      if (!held()) return this.budget.settle(gate.ticket, 'unchecked');
+    }
     const tables = this.tables;
     const ok = await this.verifier.check(tables.auth.get(m.user), this.salt, m.pass);
+    this.budget.settle(gate.ticket, ok === null ? 'unchecked' : ok ? 'ok' : 'failed');
     if (!held()) return;
     if (ok === null) return this.refuse(a, m.id, 'SYS/TEMP', 'server busy, try again later');
     const info = tables.users.get(m.user);
