@@ -258,11 +258,14 @@ export class Connection {
     else this.close('-ERR [SYS/TEMP] login timeout');
   }
 
-  /** Server shutdown: a connection that has not logged in is told and closed; a relay runs to its end. */
-  shutdown(): void {
-    if (this.relaying || this.done) return;
+  /**
+   * Server shutdown, or popd making room for a new connection (evict): a
+   * connection that has not logged in is told why and closed; a relay runs to its end.
+   */
+  shutdown(why = 'server shutting down'): void {
+    if (this.relaying || this.done || this.closing) return;
     if (this.handshaking) this.sock.destroy();
-    else this.close('-ERR [SYS/TEMP] server shutting down');
+    else this.close(`-ERR [SYS/TEMP] ${why}`);
   }
 
   private write(lines: string[]): void {

@@ -1,14 +1,15 @@
 /**
  * Connection caps: a global one (-m) and one per network (-M; an IPv4
  * address or an IPv6 /64, see addressPrefix). Connections are counted from
- * accept until authpop reports them closed.
+ * accept until authpop reports them closed, or until popd evicts one to make
+ * room (it then no longer counts: its socket is on its way out).
  */
 export type Admission = 'ok' | 'total' | 'network';
 
 export class ConnLimits {
-  /** Every counted connection and its network. */
+  /** Every counted connection and its network, oldest first. */
   private readonly byId = new Map<string, string>();
-  /** Each network's connections. */
+  /** Each network's connections, oldest first. */
   private readonly byNet = new Map<string, Set<string>>();
 
   constructor(
@@ -24,10 +25,17 @@ export class ConnLimits {
     return this.byId.get(id);
   }
 
+  /** The network's cap first: making room there makes room in all too. */
   admit(net: string): Admission {
     if ((this.byNet.get(net)?.size ?? 0) >= this.maxPerNet) return 'network';
     if (this.byId.size >= this.maxConn) return 'total';
     return 'ok';
+  }
+
+  /** The oldest connection (of net, or of anyone when net is null) that may go; null when none may. */
+  oldest(net: string | null, mayGo: (id: string) => boolean): string | null {
+    for (const id of net === null ? this.byId.keys() : (this.byNet.get(net) ?? [])) if (mayGo(id)) return id;
+    return null;
   }
 
   add(id: string, net: string): void {

@@ -54,6 +54,7 @@ export class Server {
   private salt: string;
   private readonly servers: net.Server[] = [];
   private readonly limits: ConnLimits;
+  /** Connections on their way out, refused or evicted: no longer counted by the caps, at most MAX_REFUSING. */
   private readonly refusing = new Set<string>();
   /** Connections whose password check is under way. */
   private readonly asking = new Set<string>();
@@ -176,8 +177,8 @@ export class Server {
     const a = this.authpops.pick();
     const network = addressPrefix(address);
     const cap = this.limits.admit(network);
-    if (cap !== 'ok') {
-      this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit)`);
+    if (cap !== 'ok' && !this.evict(network, cap, address)) {
+      this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit), all logged in or logging in`);
       if (this.refusing.size >= MAX_REFUSING || a === null) {
         sock.destroy();
         return;
@@ -197,6 +198,24 @@ export class Server {
       return;
     }
     this.queue.push({ m, sock });
+  }
+
+  /**
+   * A cap is reached: the oldest connection (of network for -M, of anyone for -m)
+   * that is neither logged in nor having its password checked is closed to
+   * make room, and its slot is the new one's at once (the evicted socket
+   * counts among those on their way out, so the cap on live connections holds).
+   * false when there is none: then the new connection is refused.
+   */
+  private evict(network: string, cap: 'total' | 'network', address: string): boolean {
+    if (this.refusing.size >= MAX_REFUSING) return false;
+    const mayGo = (id: string): boolean => !this.loggedIn.has(id) && !this.asking.has(id) && this.authpops.holder(id) !== null;
+    const id = this.limits.oldest(cap === 'network' ? network : null, mayGo);
+    if (id === null || !this.authpops.holder(id)!.send({ t: 'evict', id })) return false;
+    this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit), closing the oldest one not logged in (from ${this.limits.netOf(id)})`);
+    this.limits.remove(id);
+    this.refusing.add(id);
+    return true;
   }
 
   private flushQueue(): void {
@@ -219,6 +238,8 @@ export class Server {
    * it never waits for) is killed, and popd starts a new one.
    */
   private async login(m: AuthRequest, a: AuthpopSlot): Promise<void> {
+    // An evicted connection is being closed: its request (sent before authpop heard) gets no answer.
+    if (this.refusing.has(m.id)) return;
     if (this.asking.has(m.id) || this.loggedIn.has(m.id)) {
       this.logs.log.err(`authpop[${a.pid}] asked for a second login on connection ${m.id}; killing it`);
       a.kill('SIGKILL');
