@@ -13,7 +13,7 @@ import { PopdFixture } from './lib/popd';
 import { connectTls, connectTlsFrom, login } from './lib/pop3tls';
 import { waitFor } from './lib/mailhost';
 
-const RULES: BudgetRules = { userBurst: 10, userPerS: 1, netBurst: 30, netPerS: 2, maxWaitMs: 5_000, markMs: 60_000, marksPerUser: 8, tracked: 1_000 };
+const RULES: BudgetRules = { userBurst: 10, userPerS: 1, netBurst: 30, netPerS: 2, maxWaitMs: 5_000, markMs: 60_000, marks: 8, tracked: 1_000 };
 
 /** A budget on a clock the test moves, with the engagements it logged. */
 function budget(rules: Partial<BudgetRules> = {}): { b: LoginBudget; at: (ms: number) => void; engaged: string[] } {
@@ -152,7 +152,7 @@ test('budget: a network spraying one password over many user names is refused af
 });
 
 test('budget: engaged once per engagement; state bounded however many names and networks', () => {
-  const { b, at, engaged } = budget({ tracked: 100, marksPerUser: 4 });
+  const { b, at, engaged } = budget({ tracked: 100, marks: 150 });
   const attack = (from: number): void => {
     for (let t = from; t < from + 20_000; t += 100) {
       at(t);
@@ -169,7 +169,7 @@ test('budget: engaged once per engagement; state bounded however many names and 
     const g = b.admit(`u${i % 5000}`, `10.${i >> 8}.${i & 255}.1`);
     if (g.t === 'check') b.settle(g.ticket, 'failed');
   }
-  assert.deepEqual(b.size, { users: 100, nets: 100 });
+  assert.deepEqual(b.size, { users: 100, nets: 100, marks: 150 });
 });
 
 describe('a real popd under a brute-force attack on one account', () => {

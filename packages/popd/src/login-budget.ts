@@ -28,8 +28,8 @@
  * State is bounded: the least recently used user names and networks beyond
  * `tracked` are forgotten (a forgotten one starts again with a full bucket:
  * forgetting a user name costs an attacker `tracked` fresh checks, at most
- * userBurst guesses each time), and so are the oldest marks beyond
- * marksPerUser (a forgotten network only books the next token again).
+ * userBurst guesses each time), and so are the least recently used marks
+ * beyond `marks` (a network whose mark is forgotten only books a turn again).
  */
 
 export interface BudgetRules {
@@ -43,7 +43,8 @@ export interface BudgetRules {
   maxWaitMs: number;
   /** How long an attempt (or a refusal) marks its network as one that tried the user name. */
   markMs: number;
-  marksPerUser: number;
+  /** Marks (network and user name) remembered. */
+  marks: number;
   /** User names, and networks, remembered each. */
   tracked: number;
 }
@@ -64,11 +65,6 @@ interface Bucket {
   at: number;
   /** Ran out of tokens and has not been full since: engaged (logged once). */
   limited: boolean;
-}
-
-interface UserBucket extends Bucket {
-  /** Networks that tried this user name, and when they last did. */
-  marks: Recent<number>;
 }
 
 /** A Map that forgets its least recently used entries beyond max. */
@@ -98,9 +94,14 @@ class Recent<V> {
   }
 }
 
+/** The key of a mark: the network, popd's own text, has no NUL, so no two pairs share a key. */
+const markOf = (user: string, net: string): string => `${net}\0${user}`;
+
 export class LoginBudget {
-  private readonly users: Recent<UserBucket>;
+  private readonly users: Recent<Bucket>;
   private readonly nets: Recent<Bucket>;
+  /** When a network last tried a user name (markOf). */
+  private readonly marks: Recent<number>;
 
   constructor(
     private readonly rules: BudgetRules,
@@ -111,11 +112,12 @@ export class LoginBudget {
   ) {
     this.users = new Recent(rules.tracked);
     this.nets = new Recent(rules.tracked);
+    this.marks = new Recent(rules.marks);
   }
 
-  /** Users and networks remembered (for tests of the bound). */
-  get size(): { users: number; nets: number } {
-    return { users: this.users.size, nets: this.nets.size };
+  /** User names, networks and marks remembered (for tests of the bound). */
+  get size(): { users: number; nets: number; marks: number } {
+    return { users: this.users.size, nets: this.nets.size, marks: this.marks.size };
   }
 
   admit(user: string, net: string): Gate {
@@ -127,14 +129,15 @@ export class LoginBudget {
       this.engage(n, 'network', net);
       return { t: 'refuse', why: 'network' };
     }
-    const u = this.users.set(user, this.users.get(user) ?? { level: r.userBurst, at: now, limited: false, marks: new Recent(r.marksPerUser) });
+    const u = this.users.set(user, this.users.get(user) ?? { level: r.userBurst, at: now, limited: false });
     refill(u, r.userBurst, r.userPerS, now);
+    const mark = markOf(user, net);
     let waitMs = 0;
     if (u.level < 1) {
       this.engage(u, 'user', user);
-      const mark = u.marks.get(net);
-      if (mark !== undefined && now - mark < r.markMs) {
-        u.marks.set(net, now);
+      const at = this.marks.get(mark);
+      if (at !== undefined && now - at < r.markMs) {
+        this.marks.set(mark, now);
         return { t: 'refuse', why: 'user' };
       }
       // The token after those booked already: the level comes back to 0 when this one's turn has come.
@@ -142,7 +145,7 @@ export class LoginBudget {
       if (waitMs > r.maxWaitMs) return { t: 'refuse', why: 'queue' };
     }
     u.level -= 1;
-    u.marks.set(net, now);
+    this.marks.set(mark, now);
     return { t: 'check', waitMs, ticket: { user, net } };
   }
 
@@ -150,9 +153,8 @@ export class LoginBudget {
   settle(t: Ticket, outcome: Outcome): void {
     const r = this.rules;
     const now = this.clock();
-    const u = this.users.get(t.user);
     if (outcome === 'failed') {
-      u?.marks.set(t.net, now);
+      this.marks.set(markOf(t.user, t.net), now);
       const n = this.nets.get(t.net);
       if (n !== undefined) {
         refill(n, r.netBurst, r.netPerS, now);
@@ -160,11 +162,12 @@ export class LoginBudget {
       }
       return;
     }
+    if (outcome === 'ok') this.marks.delete(markOf(t.user, t.net));
+    const u = this.users.get(t.user);
     if (u === undefined) return;
     refill(u, r.userBurst, r.userPerS, now);
     u.level = Math.min(r.userBurst, u.level + 1);
     if (u.level >= r.userBurst) u.limited = false;
-    if (outcome === 'ok') u.marks.delete(t.net);
   }
 
   private engage(b: Bucket, kind: 'user' | 'network', key: string): void {
