@@ -8,7 +8,7 @@ import os from 'node:os';
 
 /** -m: connections at once, every state; each costs a socket in popd's accept path and one in authpop. */
 export const DEFAULT_MAX_CONN = 1000;
-/** -M: connections at once from one address (a NAT or a webmail shares one). */
+/** -M: connections at once from one network, an IPv4 address or an IPv6 /64 (a NAT or a webmail shares one). */
 export const DEFAULT_MAX_PER_ADDR = 20;
 /** -t, seconds: a client's own time to log in. The server's waits (bcrypt queue, a busy worker) are not counted. */
 export const DEFAULT_LOGIN_TIMEOUT_S = 30;
