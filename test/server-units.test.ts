@@ -71,18 +71,27 @@ test('addresses: IPv4 or [IPv6], optional port', () => {
   for (const bad of ['::1', 'localhost', '1.2.3.4:0', '1.2.3.4:70000', '[1.2.3.4]', '1.2.3', '']) assert.equal(parseAddress(bad, 995), null, bad);
 });
 
-test('limits: global and per address, freed on close', () => {
+test('limits: global and per network, freed on close; the oldest that may go, of a network or of all', () => {
   const l = new ConnLimits(3, 2);
   l.add('a', '1.1.1.1');
   l.add('b', '1.1.1.1');
-  assert.equal(l.admit('1.1.1.1'), 'address');
+  assert.equal(l.admit('1.1.1.1'), 'network');
   assert.equal(l.admit('2.2.2.2'), 'ok');
   l.add('c', '2.2.2.2');
   assert.equal(l.admit('3.3.3.3'), 'total');
+  assert.equal(l.admit('1.1.1.1'), 'network', 'the network first: room made there is room in all');
+  assert.equal(l.netOf('c'), '2.2.2.2');
+  const all = (): boolean => true;
+  assert.equal(l.oldest('2.2.2.2', all), 'c');
+  assert.equal(l.oldest(null, all), 'a');
+  assert.equal(l.oldest(null, (id) => id !== 'a'), 'b');
+  assert.equal(l.oldest('1.1.1.1', (id) => id === 'c'), null);
+  assert.equal(l.oldest('3.3.3.3', all), null);
   l.remove('a');
   l.remove('a');
   assert.equal(l.admit('1.1.1.1'), 'ok');
   assert.equal(l.size, 2);
+  assert.equal(l.oldest('1.1.1.1', all), 'b');
 });
 
 test('verifier on a bcrypt thread: right, wrong, unknown user, $2y$, a full queue, a refused salt', async () => {

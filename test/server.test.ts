@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { PopdFixture } from './lib/popd';
-import { connectPlain, connectTls, login, stls } from './lib/pop3tls';
+import { connectPlain, connectTls, connectTlsFrom, login, stls } from './lib/pop3tls';
+import { Pop3Client } from './lib/pop3';
 import { MAILUSER } from './lib/util';
 import { waitFor } from './lib/mailhost';
 import { inodesTo, tree } from './lib/proc';
@@ -238,7 +239,7 @@ describe('one popd', () => {
 describe('limits and timeouts', () => {
   let p: PopdFixture;
   before(async () => {
-    p = await PopdFixture.start({ accounts: [{ user: 'dave', pass: 'dave-pw' }], args: ['-M', '2', '-t', '1'] });
+    p = await PopdFixture.start({ accounts: [{ user: 'dave', pass: 'dave-pw' }], args: ['-t', '1'] });
   });
   after(async () => {
     assert.equal((await p.stop()).code, 0);
@@ -249,25 +250,102 @@ describe('limits and timeouts', () => {
     assert.match(await c.line(), /^\+OK/);
     assert.match((await c.rest()).toString(), /^-ERR .*timeout/);
   });
+});
 
-  test('over the per-address cap: -ERR [SYS/TEMP] too many connections', async () => {
-    const a = await connectTls(p.tlsPort);
-    const b = await connectPlain(p.stlsPort);
-    await a.line();
-    await b.line();
-    const c = await connectTls(p.tlsPort);
-    assert.match(await c.line(), /^-ERR \[SYS\/TEMP\] too many connections/);
-    a.io.destroy();
-    b.io.destroy();
-    // Once authpop reports them closed, the slots are free again.
+const EVICTED = '-ERR [SYS/TEMP] connection closed to make room';
+
+describe('over the per-address cap (-M 5) the oldest connection not logged in makes room', () => {
+  let p: PopdFixture;
+  const users = ['u1', 'u2', 'u3', 'u4', 'u5', 'u6'];
+  before(async () => {
+    p = await PopdFixture.start({ accounts: users.map((u) => ({ user: u, pass: `${u}-pw` })), args: ['-M', '5'] });
+  });
+  after(async () => {
+    assert.equal((await p.stop()).code, 0);
+  });
+
+  test('a fresh login beside 5 idle connections from its address succeeds; the oldest idle one is told why', async () => {
+    const idle: Pop3Client[] = [];
+    for (let i = 0; i < 5; i++) {
+      const c = i % 2 === 0 ? await connectTls(p.tlsPort) : await connectPlain(p.stlsPort);
+      assert.match(await c.line(), /^\+OK/);
+      if (i === 1) {
+        assert.match(await c.cmd('CAPA'), /^\+OK/);
+        await c.multi();
+      }
+      idle.push(c);
+    }
+    const fresh = await connectTls(p.tlsPort);
+    assert.match(await fresh.line(), /^\+OK/);
+    assert.equal(await idle[0].line(), EVICTED);
+    assert.equal((await idle[0].rest()).length, 0, 'and closed');
+    assert.match(await login(fresh, 'u6', 'u6-pw'), /^\+OK/);
+    // The next one makes room the same way: the oldest left is idle[1] (plain, after CAPA); the logged-in one stays.
+    const next = await connectTls(p.tlsPort);
+    assert.match(await next.line(), /^\+OK/);
+    assert.equal(await idle[1].line(), EVICTED);
+    for (const c of [...idle.slice(2), next]) assert.match(await c.cmd('NOOP'), /^-ERR/, 'still open (NOOP before login)');
+    assert.match(await fresh.cmd('STAT'), /^\+OK 0 0/);
+    assert.match(await fresh.cmd('QUIT'), /^\+OK/);
+    for (const c of [...idle, next]) c.io.destroy();
+    await p.waitLog(/too many connections \(address limit\), closing the oldest one not logged in/);
+  });
+
+  test('logged-in sessions are never evicted: with 5 of them the next connection is refused, and admitted once one ends', async () => {
+    // From 127.0.0.3: the per-address cap counts it apart from the connections of the test before.
+    const sessions: Pop3Client[] = [];
+    for (const u of users.slice(0, 5)) {
+      const c = await connectTlsFrom('127.0.0.3', p.tlsPort);
+      await c.line();
+      assert.match(await login(c, u, `${u}-pw`), /^\+OK/);
+      sessions.push(c);
+    }
+    const refused = await connectTlsFrom('127.0.0.3', p.tlsPort);
+    assert.equal(await refused.line(), '-ERR [SYS/TEMP] too many connections');
+    for (const c of sessions) assert.match(await c.cmd('STAT'), /^\+OK 0 0/, 'every session still open');
+    assert.match(await sessions[0].cmd('QUIT'), /^\+OK/);
+    // Once authpop reports it closed, the slot is free again.
     let greeting = '';
     for (let i = 0; i < 50 && !greeting.startsWith('+OK'); i++) {
-      const d = await connectTls(p.tlsPort);
+      const d = await connectTlsFrom('127.0.0.3', p.tlsPort);
       greeting = await d.line();
       d.io.destroy();
       if (!greeting.startsWith('+OK')) await new Promise((r) => setTimeout(r, 100));
     }
     assert.match(greeting, /^\+OK/);
+    for (const c of sessions.slice(1)) assert.match(await c.cmd('QUIT'), /^\+OK/);
+  });
+});
+
+describe('over the global cap (-m 4) the oldest connection not logged in, from any address, makes room', () => {
+  let p: PopdFixture;
+  const users = ['c1', 'c2', 'c3', 'c4'];
+  before(async () => {
+    p = await PopdFixture.start({ accounts: users.map((u) => ({ user: u, pass: `${u}-pw` })), args: ['-m', '4'] });
+  });
+  after(async () => {
+    assert.equal((await p.stop()).code, 0);
+  });
+
+  test('an idle connection from another address goes; when all are logged in, the next is refused', async () => {
+    const open = async (from: string): Promise<Pop3Client> => {
+      const c = await connectTlsFrom(from, p.tlsPort);
+      assert.match(await c.line(), /^\+OK/);
+      return c;
+    };
+    const a1 = await open('127.0.0.1');
+    const a2 = await open('127.0.0.2');
+    assert.match(await login(a2, 'c1', 'c1-pw'), /^\+OK/);
+    const a3 = await open('127.0.0.1');
+    const a4 = await open('127.0.0.2');
+    const n1 = await open('127.0.0.4');
+    assert.equal(await a1.line(), EVICTED);
+    assert.match(await login(n1, 'c2', 'c2-pw'), /^\+OK/);
+    assert.match(await login(a3, 'c3', 'c3-pw'), /^\+OK/);
+    assert.match(await login(a4, 'c4', 'c4-pw'), /^\+OK/);
+    const n2 = await connectTlsFrom('127.0.0.4', p.tlsPort);
+    assert.equal(await n2.line(), '-ERR [SYS/TEMP] too many connections');
+    for (const c of [a2, n1, a3, a4]) assert.match(await c.cmd('QUIT'), /^\+OK/);
   });
 });
 

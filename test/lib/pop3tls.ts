@@ -1,4 +1,5 @@
 /** Connecting the tests' POP3 client to popd: implicit TLS, or plain with STLS. */
+import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { Pop3Client } from './pop3';
@@ -11,6 +12,13 @@ export function connectTls(port: number, opts: tls.ConnectionOptions = {}): Prom
     });
     s.once('error', reject);
   });
+}
+
+/** Implicit TLS from another loopback address (Linux routes all of 127/8 to the loopback: to popd 127.0.0.2 is another peer). */
+export async function connectTlsFrom(localAddress: string, port: number): Promise<Pop3Client> {
+  const raw = net.connect({ host: '127.0.0.1', port, localAddress });
+  await once(raw, 'connect');
+  return connectTls(port, { socket: raw });
 }
 
 export function connectPlain(port: number): Promise<Pop3Client> {

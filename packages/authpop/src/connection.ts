@@ -266,11 +266,14 @@ export class Connection {
     else this.close('-ERR [SYS/TEMP] login timeout');
   }
 
-  /** Server shutdown: a connection that has not logged in is told and closed; a relay runs to its end. */
-  shutdown(): void {
+  /**
+   * Server shutdown, or popd making room for a new connection (evict): a
+   * connection that has not logged in is told why and closed; a relay runs to its end.
+   */
+  shutdown(why = 'server shutting down'): void {
     if (this.phase === 'relay' || this.phase === 'closing' || this.phase === 'closed') return;
     if (this.phase === 'handshake') this.sock.destroy();
-    else this.close('-ERR [SYS/TEMP] server shutting down');
+    else this.close(`-ERR [SYS/TEMP] ${why}`);
   }
 
   private write(lines: string[]): void {

@@ -99,6 +99,9 @@ function onMessage(m: PopdToAuthpop, fd: number | null): void {
       else sock?.destroy();
       return;
     }
+    case 'evict':
+      conns.get(m.id)?.shutdown('connection closed to make room');
+      return;
     case 'tls':
       // Connections from now on use it; those under way keep theirs.
       try {

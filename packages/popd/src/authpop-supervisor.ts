@@ -136,6 +136,11 @@ export class AuthpopSupervisor {
     return best;
   }
 
+  /** The ready authpop holding connection id, or null. */
+  holder(id: string): AuthpopSlot | null {
+    return this.slots.find((s) => s.isReady && s.conns.has(id)) ?? null;
+  }
+
   get running(): boolean {
     return this.slots.some((s) => s.running);
   }

@@ -1,46 +1,57 @@
 // identity: root
-/** Connection caps: a global one and one per peer address. Connections are counted from accept until authpop reports them closed. */
-export type Admission = 'ok' | 'total' | 'address';
+/**
+ * Connection caps: a global one (-m) and one per network (-M; an IPv4
+ * address or an IPv6 /64, see addressPrefix). Connections are counted from
+ * accept until authpop reports them closed, or until popd evicts one to make
+ * room (it then no longer counts: its socket is on its way out).
+ */
+export type Admission = 'ok' | 'total' | 'network';
 
 export class ConnLimits {
+  /** Every counted connection and its network, oldest first. */
   private readonly byId = new Map<string, string>();
-  private readonly perAddr = new Map<string, number>();
+  /** Each network's connections, oldest first. */
+  private readonly byNet = new Map<string, Set<string>>();
 
   constructor(
     private readonly maxConn: number,
-    private readonly maxPerAddr: number,
+    private readonly maxPerNet: number,
   ) {}
 
   get size(): number {
     return this.byId.size;
   }
 
-  has(id: string): boolean {
-    return this.byId.has(id);
+  netOf(id: string): string | undefined {
+    return this.byId.get(id);
   }
 
-  admit(address: string): Admission {
+  /** The network's cap first: making room there makes room in all too. */
+  admit(net: string): Admission {
+    if ((this.byNet.get(net)?.size ?? 0) >= this.maxPerNet) return 'network';
     if (this.byId.size >= this.maxConn) return 'total';
-    if ((this.perAddr.get(address) ?? 0) >= this.maxPerAddr) return 'address';
     return 'ok';
   }
 
-  add(id: string, address: string): void {
-    this.byId.set(id, address);
-    this.perAddr.set(address, (this.perAddr.get(address) ?? 0) + 1);
+  /** The oldest connection (of net, or of anyone when net is null) that may go; null when none may. */
+  oldest(net: string | null, mayGo: (id: string) => boolean): string | null {
+    for (const id of net === null ? this.byId.keys() : (this.byNet.get(net) ?? [])) if (mayGo(id)) return id;
+    return null;
+  }
+
+  add(id: string, net: string): void {
+    this.byId.set(id, net);
+    const ids = this.byNet.get(net);
+    if (ids) ids.add(id);
+    else this.byNet.set(net, new Set([id]));
   }
 
   remove(id: string): void {
-    const address = this.byId.get(id);
-    if (address === undefined) return;
+    const net = this.byId.get(id);
+    if (net === undefined) return;
     this.byId.delete(id);
-    const n = (this.perAddr.get(address) ?? 1) - 1;
-    if (n === 0) this.perAddr.delete(address);
-    else this.perAddr.set(address, n);
-  }
-
-  clear(): void {
-    this.byId.clear();
-    this.perAddr.clear();
+    const ids = this.byNet.get(net)!;
+    ids.delete(id);
+    if (ids.size === 0) this.byNet.delete(net);
   }
 }

@@ -114,7 +114,7 @@ export function program(): Command {
     .option('-U, --user <user>', 'unprivileged user for authpop', '_pop3d')
     .option('-C, --chroot <chrootdir>', "authpop's empty chroot directory", '/var/empty')
     .option('-m, --maxconn <maxconn>', 'most connections at once', positive(1_000_000), DEFAULT_MAX_CONN)
-    .option('-M, --maxperaddr <maxperaddr>', 'most connections at once from one address', positive(1_000_000), DEFAULT_MAX_PER_ADDR)
+    .option('-M, --maxperaddr <maxperaddr>', 'most connections at once from one network (an IPv4 address, an IPv6 /64)', positive(1_000_000), DEFAULT_MAX_PER_ADDR)
     .option('-t, --logintimeout <seconds>', "the client's time to log in", positive(86_400), DEFAULT_LOGIN_TIMEOUT_S)
     .option('-i, --idletimeout <seconds>', 'idle time after login before the session ends', positive(86_400), DEFAULT_IDLE_TIMEOUT_S)
     .option('-A, --authpops <count>', 'authpop processes (TLS and login)', positive(256), DEFAULT_AUTHPOPS)

@@ -9,14 +9,33 @@ import net from 'node:net';
 import nacl from 'tweetnacl';
 import { hostPort } from '@popd/shared/addr';
 import { AuthRequest, AuthVerdict, NewConnection, PROTOCOL, VerdictCode } from '@popd/shared/ipc';
-import { FAIL_DELAY_MS, GRACE_MS, IN_USE_WAIT_MS, KILL_AFTER_MS, MAX_CHECKS, MAX_QUEUED, MAX_REFUSING, maxWaitingChecks } from '@popd/shared/params';
+import {
+  FAIL_DELAY_MS,
+  GRACE_MS,
+  IN_USE_WAIT_MS,
+  KILL_AFTER_MS,
+  LOGIN_MARK_MS,
+  LOGIN_MARKS,
+  LOGIN_NET_BURST,
+  LOGIN_NET_PER_S,
+  LOGIN_TRACKED,
+  LOGIN_USER_BURST,
+  LOGIN_USER_PER_S,
+  LOGIN_WAIT_MAX_MS,
+  MAX_CHECKS,
+  MAX_QUEUED,
+  MAX_REFUSING,
+  maxWaitingChecks,
+} from '@popd/shared/params';
 import { isRoot } from '@popd/shared/privdrop';
 import { loadTables, Tables } from '@popd/shared/tables';
+import { addressPrefix } from './address-prefix';
 import { AuthpopSlot, AuthpopSupervisor } from './authpop-supervisor';
 import { BcryptPool } from './bcryptpool';
 import { checkCertKey } from './checks';
 import type { Logs } from './childlog';
 import { ConnLimits } from './limits';
+import { LoginBudget } from './login-budget';
 import type { Listen, Options } from './options';
 import { AUTHPOP, WRKRPOP } from './paths';
 import { dummySalt, Verifier } from './verifier';
@@ -37,6 +56,7 @@ export class Server {
   private salt: string;
   private readonly servers: net.Server[] = [];
   private readonly limits: ConnLimits;
+  /** Connections on their way out, refused or evicted: no longer counted by the caps, at most MAX_REFUSING. */
   private readonly refusing = new Set<string>();
   /** Connections whose password check is under way. */
   private readonly asking = new Set<string>();
@@ -45,6 +65,7 @@ export class Server {
   private readonly queue: Array<{ m: NewConnection; sock: net.Socket }> = [];
   private readonly bcrypt = new BcryptPool(MAX_CHECKS);
   private readonly verifier: Verifier;
+  private readonly budget: LoginBudget;
   private readonly authpops: AuthpopSupervisor;
   private readonly workers: WrkrpopSupervisor;
   private stopping = false;
@@ -60,6 +81,25 @@ export class Server {
     this.limits = new ConnLimits(o.maxConn, o.maxPerAddr);
     this.verifier = new Verifier(MAX_CHECKS, maxWaitingChecks(o.maxConn), (pass, salt) => this.bcrypt.hash(pass, salt));
     const log = logs.log;
+    this.budget = new LoginBudget(
+      {
+        userBurst: LOGIN_USER_BURST,
+        userPerS: LOGIN_USER_PER_S,
+        netBurst: LOGIN_NET_BURST,
+        netPerS: LOGIN_NET_PER_S,
+        maxWaitMs: LOGIN_WAIT_MAX_MS,
+        markMs: LOGIN_MARK_MS,
+        marks: LOGIN_MARKS,
+        tracked: LOGIN_TRACKED,
+      },
+      () => performance.now(),
+      (kind, key) =>
+        log.notice(
+          kind === 'user'
+            ? `login budget: more than ${LOGIN_USER_BURST} failed logins for user ${key}: checking ${LOGIN_USER_PER_S}/s, refusing networks that tried it`
+            : `login budget: more than ${LOGIN_NET_BURST} failed logins from ${key}: checking ${LOGIN_NET_PER_S}/s, refusing the rest`,
+        ),
+    );
     const forget = (id: string): void => {
       this.limits.remove(id);
       this.refusing.delete(id);
@@ -137,9 +177,10 @@ export class Server {
     const id = newId();
     const m: NewConnection = { t: 'conn', id, address, port, mode };
     const a = this.authpops.pick();
-    const cap = this.limits.admit(address);
-    if (cap !== 'ok') {
-      this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit)`);
+    const network = addressPrefix(address);
+    const cap = this.limits.admit(network);
+    if (cap !== 'ok' && !this.evict(network, cap, address)) {
+      this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit), all logged in or logging in`);
       if (this.refusing.size >= MAX_REFUSING || a === null) {
         sock.destroy();
         return;
@@ -148,7 +189,7 @@ export class Server {
       if (!this.handOver(a, { ...m, refuse: 'too many connections' }, sock)) this.refusing.delete(id);
       return;
     }
-    this.limits.add(id, address);
+    this.limits.add(id, network);
     if (a !== null) {
       if (!this.handOver(a, m, sock)) this.limits.remove(id);
       return;
@@ -159,6 +200,24 @@ export class Server {
       return;
     }
     this.queue.push({ m, sock });
+  }
+
+  /**
+   * A cap is reached: the oldest connection (of network for -M, of anyone for -m)
+   * that is neither logged in nor having its password checked is closed to
+   * make room, and its slot is the new one's at once (the evicted socket
+   * counts among those on their way out, so the cap on live connections holds).
+   * false when there is none: then the new connection is refused.
+   */
+  private evict(network: string, cap: 'total' | 'network', address: string): boolean {
+    if (this.refusing.size >= MAX_REFUSING) return false;
+    const mayGo = (id: string): boolean => !this.loggedIn.has(id) && !this.asking.has(id) && this.authpops.holder(id) !== null;
+    const id = this.limits.oldest(cap === 'network' ? network : null, mayGo);
+    if (id === null || !this.authpops.holder(id)!.send({ t: 'evict', id })) return false;
+    this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit), closing the oldest one not logged in (from ${this.limits.netOf(id)})`);
+    this.limits.remove(id);
+    this.refusing.add(id);
+    return true;
   }
 
   private flushQueue(): void {
@@ -181,6 +240,8 @@ export class Server {
    * it never waits for) is killed, and popd starts a new one.
    */
   private async login(m: AuthRequest, a: AuthpopSlot): Promise<void> {
+    // An evicted connection is being closed: its request (sent before authpop heard) gets no answer.
+    if (this.refusing.has(m.id)) return;
     if (this.asking.has(m.id) || this.loggedIn.has(m.id)) {
       this.logs.log.err(`authpop[${a.pid}] asked for a second login on connection ${m.id}; killing it`);
       a.kill('SIGKILL');
@@ -197,8 +258,18 @@ export class Server {
   private async checkLogin(m: AuthRequest, a: AuthpopSlot): Promise<void> {
     // Only a connection this authpop holds may log in; it may be gone after each wait.
     const held = (): boolean => a.conns.has(m.id);
+    const network = this.limits.netOf(m.id);
+    if (network === undefined) return;
+    // The same for a user name that does not exist: the answer tells nothing about who does.
+    const gate = this.budget.admit(m.user, network);
+    if (gate.t === 'refuse') return this.refuse(a, m.id, 'SYS/TEMP', 'too many login attempts, try again later');
+    if (gate.waitMs > 0) {
+      await new Promise((r) => setTimeout(r, gate.waitMs));
+      if (!held()) return this.budget.settle(gate.ticket, 'unchecked');
+    }
     const tables = this.tables;
     const ok = await this.verifier.check(tables.auth.get(m.user), this.salt, m.pass);
+    this.budget.settle(gate.ticket, ok === null ? 'unchecked' : ok ? 'ok' : 'failed');
     if (!held()) return;
     if (ok === null) return this.refuse(a, m.id, 'SYS/TEMP', 'server busy, try again later');
     const info = tables.users.get(m.user);

@@ -14,7 +14,7 @@ import { Level, isLevel } from './log';
  * child's first answer: a child started from a newer or older install (an
  * upgrade replaces the files under a running popd) refuses to run.
  */
-export const PROTOCOL = 2;
+export const PROTOCOL = 3;
 
 /** A log record from a chrooted child; popd writes it under the child's ident and pid. */
 export interface LogRecord {
@@ -55,6 +55,15 @@ export interface NewConnection {
   mode: 'tls' | 'stls';
   /** When set, authpop answers -ERR [SYS/TEMP] with this text and closes. */
   refuse?: string;
+}
+
+/**
+ * Close this connection with -ERR [SYS/TEMP] unless it has logged in: popd
+ * makes room under a cap for a new one (the connection no longer counts).
+ */
+export interface ConnEvict {
+  t: 'evict';
+  id: string;
 }
 
 /** SYS/PERM: right password, but this server cannot serve that user (unprivileged mode, another uid). */
@@ -133,7 +142,7 @@ export interface SessionEnded {
   sid: string;
 }
 
-export type PopdToAuthpop = AuthpopConfig | NewConnection | AuthVerdict | TlsReload | Shutdown;
+export type PopdToAuthpop = AuthpopConfig | NewConnection | ConnEvict | AuthVerdict | TlsReload | Shutdown;
 export type AuthpopToPopd = Ready | AuthRequest | ConnClosed | LogRecord;
 export type PopdToWorker = WorkerConfine | WorkerSession | Retire;
 export type WorkerToPopd = Ready | SessionEnded | LogRecord;

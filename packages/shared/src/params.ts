@@ -9,7 +9,7 @@ import os from 'node:os';
 
 /** -m: connections at once, every state; each costs a socket in popd's accept path and one in authpop. */
 export const DEFAULT_MAX_CONN = 1000;
-/** -M: connections at once from one address (a NAT or a webmail shares one). */
+/** -M: connections at once from one network, an IPv4 address or an IPv6 /64 (a NAT or a webmail shares one). */
 export const DEFAULT_MAX_PER_ADDR = 20;
 /** -t, seconds: a client's own time to log in. The server's waits (bcrypt queue, a busy worker) are not counted. */
 export const DEFAULT_LOGIN_TIMEOUT_S = 30;
@@ -33,6 +33,40 @@ export const maxWaitingChecks = (maxConn: number): number => maxConn;
 export const MAX_REFUSING = 64;
 /** Connections accepted while no authpop is ready wait for one, this many at most. */
 export const MAX_QUEUED = 256;
+/**
+ * The login budget (docs/architecture.md, "Login budget"): failed password
+ * checks per user name, from every connection and address together, 20 at
+ * once and then 1 a second: 86,400 guesses a day at most, where 20
+ * reconnecting connections from one address made 18 a second (1.5 million a
+ * day) before. A check under way holds a token until its answer, so the
+ * burst also covers a user's clients logging in at once (a dozen reconnecting
+ * after a QUIT); a user's own clients fail a few times after a password
+ * change, far below it. At 1 a second a network that has not tried the user
+ * name waits at most about a second behind an attacker for its turn.
+ */
+export const LOGIN_USER_BURST = 20;
+export const LOGIN_USER_PER_S = 1;
+/**
+ * Failed checks per network (an IPv4 address, an IPv6 /64), over every user
+ * name: password spraying. A NAT or a webmail carries many users' typos, so
+ * this is looser than one user's; at 2 a second one network's failures take
+ * at most a seventh of what 2 bcrypt threads check at cost 10 (14 a second,
+ * measured). Charged when a check fails: its right passwords cost nothing.
+ */
+export const LOGIN_NET_BURST = 30;
+export const LOGIN_NET_PER_S = 2;
+/** A network that has not tried a user name waits at most this long for the name's next check; beyond it is refused [SYS/TEMP]. */
+export const LOGIN_WAIT_MAX_MS = 5_000;
+/** A network that tried a user name (or was refused for it) this recently is refused at once while the name has no checks left. */
+export const LOGIN_MARK_MS = 60_000;
+/**
+ * User names, and networks, remembered each, and marks (a network that tried a
+ * user name), the least recently used forgotten. Measured at most: 10,000
+ * names of 255 octets, 10,000 IPv6 networks and 20,000 marks take 14 MiB
+ * of heap (node --expose-gc, heapUsed before and after filling them).
+ */
+export const LOGIN_TRACKED = 10_000;
+export const LOGIN_MARKS = 20_000;
 /** How long a login waits for the same user's previous session to end (a client back right after QUIT) before [IN-USE]. */
 export const IN_USE_WAIT_MS = 1_000;
 /** SIGTERM: how long sessions may take to end before they are ended, and then how long a signal may take. */

@@ -1,0 +1,187 @@
+// identity: root
+/**
+ * popd's login budget (docs/architecture.md, "Login budget"): how many
+ * passwords popd checks per user name and per network, across every
+ * connection, so that reconnecting does not buy an attacker more guesses.
+ * Pure: the clock is given; popd answers and waits.
+ *
+ * Each user name has a token bucket: a check takes a token before it
+ * starts, and a successful or unchecked one gives it back, so the failed
+ * checks of one user name in any span of T seconds are at most
+ * userBurst + userPerS * T, from any number of connections and networks.
+ * A user name is budgeted whether or not it exists: the budget never looks
+ * at authtab, so its answers tell nobody who exists.
+ *
+ * Out of tokens, a user name is not locked: a network that has tried it
+ * within markMs (an attacker's, hammering) is refused at once without a
+ * check, but a network that has not (the real user's phone elsewhere) books
+ * the next token and waits for it, at most maxWaitMs. Booked tokens come
+ * before any others: a network refused this way never takes a token while
+ * someone waits.
+ *
+ * Each network (addressPrefix) has a bucket of failures across every user
+ * name (password spraying) that, when empty, refuses everything from it. It
+ * is charged when a check has failed, not when it starts: a NAT's or a
+ * webmail's many simultaneous logins, mostly right, are not held back, and
+ * the checks under way from one network, which may fail beyond its budget,
+ * are at most its connections (-M).
+ *
+ * State is bounded: the least recently used user names and networks beyond
+ * `tracked` are forgotten (a forgotten one starts again with a full bucket:
+ * forgetting a user name costs an attacker `tracked` fresh checks, at most
+ * userBurst guesses each time), and so are the least recently used marks
+ * beyond `marks` (a network whose mark is forgotten only books a turn again).
+ */
+
+export interface BudgetRules {
+  /** Failed checks per user name: this many at once, then this many a second. */
+  userBurst: number;
+  userPerS: number;
+  /** Failed checks per network, over every user name. */
+  netBurst: number;
+  netPerS: number;
+  /** How long a network that has not tried a user name may wait for that user name's next token. */
+  maxWaitMs: number;
+  /** How long an attempt (or a refusal) marks its network as one that tried the user name. */
+  markMs: number;
+  /** Marks (network and user name) remembered. */
+  marks: number;
+  /** User names, and networks, remembered each. */
+  tracked: number;
+}
+
+/** A check to run (after waitMs), or an answer without one. */
+export type Gate = { t: 'check'; waitMs: number; ticket: Ticket } | { t: 'refuse'; why: 'user' | 'network' | 'queue' };
+
+export interface Ticket {
+  readonly user: string;
+  readonly net: string;
+}
+
+/** What became of a check: a wrong password, a right one, or none ran (the connection went, the server was busy). */
+export type Outcome = 'failed' | 'ok' | 'unchecked';
+
+interface Bucket {
+  level: number;
+  at: number;
+  /** Ran out of tokens and has not been full since: engaged (logged once). */
+  limited: boolean;
+}
+
+/** A Map that forgets its least recently used entries beyond max. */
+class Recent<V> {
+  private readonly m = new Map<string, V>();
+
+  constructor(private readonly max: number) {}
+
+  get size(): number {
+    return this.m.size;
+  }
+
+  get(k: string): V | undefined {
+    return this.m.get(k);
+  }
+
+  /** Stores v as the most recent entry. */
+  set(k: string, v: V): V {
+    this.m.delete(k);
+    this.m.set(k, v);
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value!);
+    return v;
+  }
+
+  delete(k: string): void {
+    this.m.delete(k);
+  }
+}
+
+/** The key of a mark: the network, popd's own text, has no NUL, so no two pairs share a key. */
+const markOf = (user: string, net: string): string => `${net}\0${user}`;
+
+export class LoginBudget {
+  private readonly users: Recent<Bucket>;
+  private readonly nets: Recent<Bucket>;
+  /** When a network last tried a user name (markOf). */
+  private readonly marks: Recent<number>;
+
+  constructor(
+    private readonly rules: BudgetRules,
+    /** Milliseconds, never going back (performance.now). */
+    private readonly clock: () => number,
+    /** A user name or a network ran out of tokens: once per engagement, not per attempt. */
+    private readonly engaged: (kind: 'user' | 'network', key: string) => void,
+  ) {
+    this.users = new Recent(rules.tracked);
+    this.nets = new Recent(rules.tracked);
+    this.marks = new Recent(rules.marks);
+  }
+
+  /** User names, networks and marks remembered (for tests of the bound). */
+  get size(): { users: number; nets: number; marks: number } {
+    return { users: this.users.size, nets: this.nets.size, marks: this.marks.size };
+  }
+
+  admit(user: string, net: string): Gate {
+    const r = this.rules;
+    const now = this.clock();
+    const n = this.nets.set(net, this.nets.get(net) ?? { level: r.netBurst, at: now, limited: false });
+    refill(n, r.netBurst, r.netPerS, now);
+    if (n.level < 1) {
+      this.engage(n, 'network', net);
+      return { t: 'refuse', why: 'network' };
+    }
+    const u = this.users.set(user, this.users.get(user) ?? { level: r.userBurst, at: now, limited: false });
+    refill(u, r.userBurst, r.userPerS, now);
+    const mark = markOf(user, net);
+    let waitMs = 0;
+    if (u.level < 1) {
+      this.engage(u, 'user', user);
+      const at = this.marks.get(mark);
+      if (at !== undefined && now - at < r.markMs) {
+        this.marks.set(mark, now);
+        return { t: 'refuse', why: 'user' };
+      }
+      // The token after those booked already: the level comes back to 0 when this one's turn has come.
+      waitMs = Math.ceil(((1 - u.level) * 1000) / r.userPerS);
+      if (waitMs > r.maxWaitMs) return { t: 'refuse', why: 'queue' };
+    }
+    u.level -= 1;
+    this.marks.set(mark, now);
+    return { t: 'check', waitMs, ticket: { user, net } };
+  }
+
+  /** After a check that admit allowed: a failure keeps the user name's token spent and costs the network one; anything else gives the token back. */
+  settle(t: Ticket, outcome: Outcome): void {
+    const r = this.rules;
+    const now = this.clock();
+    if (outcome === 'failed') {
+      this.marks.set(markOf(t.user, t.net), now);
+      const n = this.nets.get(t.net);
+      if (n !== undefined) {
+        refill(n, r.netBurst, r.netPerS, now);
+        n.level -= 1;
+      }
+      return;
+    }
+    if (outcome === 'ok') this.marks.delete(markOf(t.user, t.net));
+    const u = this.users.get(t.user);
+    if (u === undefined) return;
+    refill(u, r.userBurst, r.userPerS, now);
+    u.level = Math.min(r.userBurst, u.level + 1);
+    if (u.level >= r.userBurst) u.limited = false;
+  }
+
+  private engage(b: Bucket, kind: 'user' | 'network', key: string): void {
+    if (b.limited) return;
+    b.limited = true;
+    this.engaged(kind, key);
+  }
+}
+
+function refill(b: Bucket, burst: number, perS: number, now: number): void {
+  if (now > b.at) {
+    b.level = Math.min(burst, b.level + ((now - b.at) * perS) / 1000);
+    b.at = now;
+  }
+  if (b.level >= burst) b.limited = false;
+}
