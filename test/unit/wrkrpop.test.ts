@@ -17,10 +17,10 @@ import { serve } from '@popd/wrkrpop/serve';
 import { openMessage } from '@popd/wrkrpop/retr';
 import { Message } from '@popd/store/maildir';
 import { BLOCK, RECORD } from '@popd/wrkrpop/output';
-import { Pop3Client } from './lib/pop3';
-import { removeSeeded, seedMaildir, wireOracle } from './lib/maildirs';
-import { editInPlace } from './lib/store';
-import { tmpdir } from './lib/util';
+import { Pop3Client } from '../lib/pop3';
+import { removeSeeded, seedMaildir, wireOracle } from '../lib/maildirs';
+import { editInPlace } from '../lib/store';
+import { tmpdir } from '../lib/util';
 
 after(removeSeeded);
 
