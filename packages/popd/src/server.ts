@@ -10,7 +10,6 @@ import nacl from 'tweetnacl';
 import { hostPort } from '@popd/shared/addr';
 import { AuthRequest, AuthVerdict, NewConnection, PROTOCOL, VerdictCode } from '@popd/shared/ipc';
 import {
-  FAIL_DELAY_MS,
   GRACE_MS,
   IN_USE_WAIT_MS,
   KILL_AFTER_MS,
@@ -109,7 +108,7 @@ export class Server {
     this.authpops = new AuthpopSupervisor(
       o.authpops,
       AUTHPOP,
-      { t: 'config', v: PROTOCOL, cert: o.cert, key: o.key, drop, loginTimeoutMs: o.loginTimeoutMs, failDelayMs: FAIL_DELAY_MS, verbosity: o.verbosity },
+      { t: 'config', v: PROTOCOL, cert: o.cert, key: o.key, drop, loginTimeoutMs: o.loginTimeoutMs, verbosity: o.verbosity },
       {
         ready: () => this.flushQueue(),
         auth: (m, from) => void this.login(m, from),
