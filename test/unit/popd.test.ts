@@ -3,8 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import bcrypt from 'bcryptjs';
-import { childLines } from '@popd/popd/childio';
-import { ConnLimits } from '@popd/popd/limits';
+import { childLines } from '@popd/popd/child-stderr';
+import { ConnectionCaps } from '@popd/popd/connection-caps';
 import { parseAddress } from '@popd/popd/options';
 import { BcryptPool } from '@popd/popd/bcryptpool';
 import { dummySalt, Verifier } from '@popd/popd/verifier';
@@ -17,7 +17,7 @@ test('addresses: IPv4 or [IPv6], optional port', () => {
 });
 
 test('limits: global and per network, freed on close; the oldest that may go, of a network or of all', () => {
-  const l = new ConnLimits(3, 2);
+  const l = new ConnectionCaps(3, 2);
   l.add('a', '1.1.1.1');
   l.add('b', '1.1.1.1');
   assert.equal(l.admit('1.1.1.1'), 'network');
