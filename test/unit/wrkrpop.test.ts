@@ -142,13 +142,19 @@ test('the engine in-process over a Unix socket pair: serve() answers, updates an
   const logs: string[] = [];
   const served = serve(serverSide, { user: 'bob', maildir: s.dir, idleTimeoutMs: 5000, log: new Logger((_, msg) => logs.push(msg), 1) });
   const pop = new Pop3Client(client);
-  assert.equal(await pop.line(), '+OK bob has 2 messages (38 octets)');
+  const greeting = await pop.line();
+  assert.equal(greeting, '+OK bob has 2 messages (38 octets)');
   pop.send('RETR 1');
-  assert.deepEqual((await pop.reply(true)).body, Buffer.from('Subject: a\r\n\r\n.hi\r\n'));
-  assert.equal(await pop.cmd('DELE 2'), '+OK message 2 deleted');
-  assert.equal(await pop.cmd('QUIT'), '+OK 1 messages deleted, 1 left');
+  const retr = await pop.reply(true);
+  assert.deepEqual(retr.body, Buffer.from('Subject: a\r\n\r\n.hi\r\n'));
+  const dele = await pop.cmd('DELE 2');
+  assert.equal(dele, '+OK message 2 deleted');
+  const quit = await pop.cmd('QUIT');
+  assert.equal(quit, '+OK 1 messages deleted, 1 left');
   const summary = await served;
-  assert.deepEqual(summary, { outcome: 'quit', retrieved: 1, octetsSent: summary.octetsSent, deleted: 1, undeleted: 0 });
+  // Every octet on the wire: the status lines, and the message dot-stuffed ("..hi") with its "." line.
+  const wire = [greeting, retr.status, 'Subject: a', '', '..hi', '.', dele, quit].reduce((n, l) => n + Buffer.byteLength(l) + 2, 0);
+  assert.deepEqual(summary, { outcome: 'quit', retrieved: 1, octetsSent: wire, deleted: 1, undeleted: 0 });
   assert.equal(fs.readdirSync(path.join(s.dir, 'cur')).length, 1);
   assert.match(logs.join('\n'), /session end user=bob ended=quit retrieved=1/);
   client.destroy();
