@@ -131,14 +131,19 @@ test('TopLimiter: header, blank line, k lines; the cut is found across chunk edg
   }
 });
 
-test('the engine in-process over a Unix socket pair: serve() answers, updates and ends on QUIT', async () => {
-  const s = seedMaildir([Buffer.from('Subject: a\n\n.hi\n'), Buffer.from('Subject: b\n\nbye\n')]);
+/** Both ends of a real Unix stream connection: the engine serves one, the test is the client on the other. */
+async function socketPair(): Promise<{ server: net.Server; client: net.Socket; serverSide: net.Socket }> {
   const sock = path.join(tmpdir(), 'engine.sock');
   const server = net.createServer();
   await new Promise<void>((r) => server.listen(sock, r));
   const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
   const client = net.connect(sock);
-  const serverSide = await accepted;
+  return { server, client, serverSide: await accepted };
+}
+
+test('the engine in-process over a Unix socket pair: serve() answers, updates and ends on QUIT', async () => {
+  const s = seedMaildir([Buffer.from('Subject: a\n\n.hi\n'), Buffer.from('Subject: b\n\nbye\n')]);
+  const { server, client, serverSide } = await socketPair();
   const logs: string[] = [];
   const served = serve(serverSide, { user: 'bob', maildir: s.dir, idleTimeoutMs: 5000, log: new Logger((_, msg) => logs.push(msg), 1) });
   const pop = new Pop3Client(client);
@@ -199,12 +204,7 @@ test('each answer leaves in as few writes as its size allows: one for a 50 KB RE
   const dotted = (kb: number, eol: string): Buffer => Buffer.from(('a line of the message, long enough to be typical' + eol + '.a dotted line' + eol).repeat(Math.ceil((kb * 1024) / 64)));
   const bodies = [Buffer.concat([Buffer.from('Subject: 50 KB\n\n'), dotted(50, '\n')]), Buffer.concat([Buffer.from('Subject: 10 MB\n\n'), dotted(10 * 1024, '\n')]), Buffer.from('Subject: no change\r\n\r\n' + 'x'.repeat(100).concat('\r\n').repeat(600))];
   const s = seedMaildir(bodies);
-  const sock = path.join(tmpdir(), 'engine.sock');
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(sock, r));
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const client = net.connect(sock);
-  const serverSide = await accepted;
+  const { server, client, serverSide } = await socketPair();
   const writes = countWrites(serverSide);
   const served = serve(serverSide, { user: 'bob', maildir: s.dir, idleTimeoutMs: 5000, log: new Logger(() => undefined) });
   // A failed assertion must not leave the session waiting for the idle timeout.
