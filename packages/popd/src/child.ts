@@ -85,7 +85,12 @@ export class Child<M extends { t: string }> {
     childLines(this.proc.stderr!, (line) => {
       if (this.budget.take()) sink(ident, this.pid, 'err', line);
     });
-    this.channel.on('error', () => bad('sent a malformed datagram'));
+    // ERR_CHANNEL_*: the child sent something no popd code would (too long, descriptors, other ancillary
+    // data). An errno (EPIPE, ECONNRESET) is the child dying: 'close' and 'exit' follow.
+    this.channel.on('error', (err) => {
+      if (err.code.startsWith('ERR_CHANNEL_')) bad('sent a malformed datagram');
+      else log.debug(`${who}: channel: ${err.code}`);
+    });
     this.channel.on('message', (data: Buffer, fd: number | null) => {
       if (fd !== null) {
         fs.closeSync(fd);
