@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import zlib from 'node:zlib';
 import { isSafeName } from './uniquename';
 import { fsyncDir } from './fsutil';
 import { Pacer } from './pacer';
@@ -34,6 +35,17 @@ export interface ParsedCache {
   entries: Map<string, number>;
   /** Lines that were skipped (corrupt, truncated, duplicate). */
   bad: number;
+}
+
+/**
+ * What the record (state.ts) keeps of popcache: its size and the CRC-32 of
+ * those bytes. A later open that finds the same bytes at the start of the
+ * file knows their lines without checking them again: 2.6 ms for 100,000
+ * lines, against 37 ms to hash their names.
+ */
+export interface PopcacheDigest {
+  size: number;
+  crc: number;
 }
 
 /** Octets of a UIDL: 64 lowercase hex digits. Exported apart, so that this module's hot loops read a local constant, not exports.UIDL_LENGTH. */
@@ -179,11 +191,13 @@ export const MAX_POPCACHE_BYTES = 256 * 1024 * 1024;
 
 /**
  * Feeds popcache to read in pieces until it returns false, yielding between
- * pieces when the slice is used up. Returns false when there is no
- * popcache, and null when the file is not one to read: a symlink, not a
- * regular file, or larger than any real one.
+ * pieces when the slice is used up. Returns the digest of what it read (of
+ * the whole file unless read stopped it; its crc only with crc), false when
+ * there is no popcache, and null when the file is not one to read: a
+ * symlink, not a regular file, larger than any real one, or smaller than
+ * minSize.
  */
-async function readPieces(maildir: string, read: (piece: Buffer) => boolean, pacer: Pacer): Promise<boolean | null> {
+async function readPieces(maildir: string, read: (piece: Buffer) => boolean, pacer: Pacer, opts: { minSize?: number; crc?: boolean } = {}): Promise<PopcacheDigest | false | null> {
   const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
   let fd: number;
   try {
@@ -197,20 +211,23 @@ async function readPieces(maildir: string, read: (piece: Buffer) => boolean, pac
   }
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES) return null;
+    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES || st.size < (opts.minSize ?? 0)) return null;
     const piece = Buffer.allocUnsafe(256 * 1024);
+    const digest: PopcacheDigest = { size: 0, crc: 0 };
     // No further than the size seen: a file its owner keeps appending to must not keep a login reading.
     for (let left = st.size, n; left > 0 && (n = fs.readSync(fd, piece, 0, Math.min(piece.length, left), null)) > 0; left -= n) {
+      digest.size += n;
+      if (opts.crc ?? true) digest.crc = zlib.crc32(piece.subarray(0, n), digest.crc);
       if (!read(piece.subarray(0, n))) break;
       if (pacer.due()) await pacer.yield();
     }
-    return true;
+    return digest;
   } finally {
     fs.closeSync(fd);
   }
 }
 
-export async function readPopcache(maildir: string, pacer = new Pacer()): Promise<ParsedCache> {
+export async function readPopcache(maildir: string, pacer = new Pacer()): Promise<ParsedCache & { digest: PopcacheDigest | null }> {
   const p = new PopcacheParser();
   const found = await readPieces(
     maildir,
@@ -220,8 +237,8 @@ export async function readPopcache(maildir: string, pacer = new Pacer()): Promis
     },
     pacer,
   );
-  if (found === null) return { entries: new Map(), bad: 1 };
-  return p.end();
+  if (found === null) return { entries: new Map(), bad: 1, digest: null };
+  return { ...p.end(), digest: found || null };
 }
 
 export interface InOrder {
@@ -229,6 +246,7 @@ export interface InOrder {
   octets: number[];
   /** Each line's uidl, UIDL_LENGTH octets each: checked against the name here, kept so that UIDL need not hash again. */
   uidls: Buffer;
+  digest: PopcacheDigest;
 }
 
 /**
@@ -263,7 +281,70 @@ export async function readPopcacheInOrder(maildir: string, expected: readonly { 
     },
     pacer,
   );
-  return found && same && !lines.end() && octets.length === expected.length ? { octets, uidls } : null;
+  return found && same && !lines.end() && octets.length === expected.length ? { octets, uidls, digest: found } : null;
+}
+
+/** The shortest valid line: a one-character name, one digit, two spaces, the uidl and "\n". */
+const MIN_LINE = UIDL_LENGTH + 5;
+
+export interface RecordedLines {
+  /** The recorded lines' names, octets and uidls (UIDL_LENGTH octets each), in order. */
+  names: string[];
+  octets: number[];
+  uidls: Buffer;
+  /** The lines after them (appended since, by popmda), each checked; in file order unless one name came twice (then bad > 0). */
+  tail: ParsedCache;
+  /** The digest of the whole file as read. */
+  digest: PopcacheDigest;
+}
+
+/**
+ * Reads popcache when a record (state.ts) says that its first recorded.size
+ * bytes, with that CRC-32, are `lines` lines this process wrote or checked:
+ * those are parsed without checking their names and uidls again, the lines
+ * after them (what popmda appended since) with every check. Null when the
+ * file does not start with those bytes (rewritten, edited, shorter, gone),
+ * when it is not one to read, or when a recorded line does not parse.
+ */
+export async function readRecordedLines(maildir: string, lines: number, recorded: PopcacheDigest, pacer = new Pacer()): Promise<RecordedLines | null> {
+  if (lines > recorded.size / MIN_LINE || recorded.size > MAX_POPCACHE_BYTES) return null;
+  const names: string[] = [];
+  const octets: number[] = [];
+  const uidls = Buffer.allocUnsafe(lines * UIDL_LENGTH);
+  let ok = true;
+  const head = new LineSplitter((b, start, end) => {
+    const f = ok && b !== null && names.length < lines ? fieldsOf(b, start, end) : null;
+    if (f === null) {
+      ok = false;
+      return;
+    }
+    for (let i = 0, to = names.length * UIDL_LENGTH; i < UIDL_LENGTH; i++) uidls[to + i] = b![f.sp2 + 1 + i];
+    names.push(b!.toString('latin1', start, f.sp1));
+    octets.push(f.octets);
+  });
+  const rest = new PopcacheParser();
+  let at = 0;
+  // Of the recorded bytes, then of the whole file.
+  let crc = 0;
+  const found = await readPieces(
+    maildir,
+    (piece) => {
+      const cut = Math.max(0, Math.min(piece.length, recorded.size - at));
+      if (cut > 0) head.push(piece.subarray(0, cut));
+      crc = zlib.crc32(piece.subarray(0, cut), crc);
+      at += piece.length;
+      if (cut > 0 && at >= recorded.size) ok &&= crc === recorded.crc && !head.end() && names.length === lines;
+      if (ok && cut < piece.length) {
+        rest.push(piece.subarray(cut));
+        crc = zlib.crc32(piece.subarray(cut), crc);
+      }
+      return ok;
+    },
+    pacer,
+    { minSize: recorded.size, crc: false },
+  );
+  if (!found || !ok || found.size < recorded.size) return null;
+  return { names, octets, uidls, tail: rest.end(), digest: { size: found.size, crc } };
 }
 
 // O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO planted in the maildir must neither redirect a write nor hang it.
@@ -275,14 +356,18 @@ const fsync = promisify(fs.fsync);
  * Replaces popcache atomically: temp file, fsync, rename, fsync the
  * directory. The pieces are written between yields, and the file's fsync
  * (15 MB for 100,000 messages) runs on the thread pool, off the event loop.
+ * Returns the digest of what it wrote.
  */
-export async function writePopcacheAtomic(maildir: string, entries: Iterable<CacheEntry>, pacer = new Pacer()): Promise<void> {
+export async function writePopcacheAtomic(maildir: string, entries: Iterable<CacheEntry>, pacer = new Pacer()): Promise<PopcacheDigest> {
   const tmp = path.join(maildir, `${POPCACHE}.tmp.${process.pid}`);
   const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, 0o600);
+  const digest: PopcacheDigest = { size: 0, crc: 0 };
   try {
     for (const text of popcacheText(entries)) {
       const b = Buffer.from(text, 'latin1');
       for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off);
+      digest.size += b.length;
+      digest.crc = zlib.crc32(b, digest.crc);
       if (pacer.due()) await pacer.yield();
     }
     await fsync(fd);
@@ -294,6 +379,7 @@ export async function writePopcacheAtomic(maildir: string, entries: Iterable<Cac
   fs.closeSync(fd);
   fs.renameSync(tmp, path.join(maildir, POPCACHE));
   fsyncDir(maildir);
+  return digest;
 }
 
 /**

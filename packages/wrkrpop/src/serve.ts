@@ -51,9 +51,7 @@ async function open(o: ServeOptions): Promise<Opened> {
   }
   try {
     const index = await openMailbox(o.maildir);
-    if (index.inNew > 0 || index.counted > 0 || index.rewritten) {
-      o.log.debug(`user ${o.user}: ${index.inNew} new, ${index.counted} counted, popcache ${index.rewritten ? 'rewritten' : 'kept'}`);
-    }
+    o.log.debug(`user ${o.user}: ${index.inNew} new, ${index.counted} counted, popcache ${index.rewritten ? 'rewritten' : 'kept'}, listing ${index.listing}`);
     return { lock, box: new Maildrop(index.messages, index.uidls), inNew: index.inNew };
   } catch (err) {
     lock.release();
