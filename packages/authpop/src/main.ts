@@ -1,21 +1,21 @@
 // identity: root until its config, then _pop3d
 /**
- * authpop: the network-facing process, root until its configuration
- * arrives, then _pop3d in an empty chroot (docs/architecture.md, "authpop").
- * popd starts it and sends its configuration; it reads the certificate and
- * key, chroots and drops (every module is loaded by then: all imports are
- * static), and then serves the sockets popd passes: TLS, the AUTHORIZATION
- * state, and the relay to a worker after login.
+ * authpop: the network-facing process (docs/architecture.md, "authpop").
+ * popd starts it as root; every module is loaded here, before popd's first
+ * message, by static imports; configure() (configure.ts) is the root phase,
+ * and from its return on this process is _pop3d in an empty chroot, serving
+ * the sockets popd passes: TLS, the AUTHORIZATION state, and the relay to a
+ * worker after login.
  */
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { hostPort } from '@popd/shared/addr';
 import { AuthpopConfig, AuthpopToPopd, PopdToAuthpop, PROTOCOL } from '@popd/shared/ipc';
-import { HANDSHAKE_TIMEOUT_MS } from '@popd/shared/params';
-import { dropPrivileges } from '@popd/shared/privdrop';
+import { FAIL_DELAY_MS, HANDSHAKE_TIMEOUT_MS } from '@popd/shared/params';
 import { tls13Context } from '@popd/shared/tls13';
 import { ToPopd } from '@popd/shared/topopd';
+import { configure } from './configure';
 import { Connection } from './connection';
 
 const popd = new ToPopd('authpop');
@@ -39,14 +39,9 @@ function socketOf(fd: number): net.Socket {
 }
 
 
-function configure(c: AuthpopConfig): void {
-  if (c.v !== PROTOCOL) {
-    log.err(`popd speaks protocol ${c.v}, this authpop ${PROTOCOL}: restart popd after an upgrade`);
-    process.exit(1);
-  }
+function start(c: AuthpopConfig): void {
   try {
-    ctx = tls13Context(fs.readFileSync(c.cert), fs.readFileSync(c.key));
-    if (c.drop !== null) dropPrivileges(c.drop);
+    ctx = configure(c);
   } catch (err) {
     log.err(`cannot start: ${(err as Error).message}`);
     process.exit(1);
@@ -68,7 +63,7 @@ function onMessage(m: PopdToAuthpop, fd: number | null): void {
   const sock = fd === null ? undefined : socketOf(fd);
   switch (m.t) {
     case 'config':
-      if (config === null) configure(m);
+      if (config === null) start(m);
       return;
     case 'conn': {
       if (sock === undefined) return;
@@ -80,7 +75,7 @@ function onMessage(m: PopdToAuthpop, fd: number | null): void {
       const c = new Connection(sock, m, {
         ctx,
         loginTimeoutMs: config.loginTimeoutMs,
-        failDelayMs: config.failDelayMs,
+        failDelayMs: FAIL_DELAY_MS,
         handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
         log,
         askPopd: (id, user, pass) => send({ t: 'auth', id, user, pass }),

@@ -4,8 +4,6 @@ import bcrypt from 'bcryptjs';
 import { EX_SOFTWARE, EX_USAGE } from '@popd/shared/sysexits';
 import { Failure } from './failure';
 
-export const DEFAULT_COST = 10;
-
 export function parseCost(s: string): number {
   if (!/^\d{1,2}$/.test(s) || Number(s) < 4 || Number(s) > 31) throw new Failure(EX_USAGE, `cost must be an integer from 4 to 31, not "${s}"`);
   return Number(s);

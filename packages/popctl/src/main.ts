@@ -11,7 +11,8 @@ import { EX_CONFIG, EX_IOERR, EX_OK, EX_TEMPFAIL, EX_USAGE } from '@popd/shared/
 import { checkSubdir } from '@popd/shared/tables';
 import { VERSION } from '@popd/shared/version';
 import { checkTables } from './check';
-import { DEFAULT_COST, encrypt, isTruncated, parseCost } from './encrypt';
+import { DEFAULT_BCRYPT_COST } from '@popd/shared/params';
+import { encrypt, isTruncated, parseCost } from './encrypt';
 import { Failure } from './failure';
 import { importMail, SourceKind } from './import';
 import { readPassword } from './password';
@@ -42,7 +43,7 @@ function program(): Command {
 
   p.command('encrypt')
     .description('print a bcrypt hash of a password read from the terminal (or the first line of stdin)')
-    .option('-c, --cost <cost>', 'bcrypt cost, 4 to 31', String(DEFAULT_COST))
+    .option('-c, --cost <cost>', 'bcrypt cost, 4 to 31', String(DEFAULT_BCRYPT_COST))
     .action(async (o: { cost: string }) => {
       const cost = parseCost(o.cost);
       const pw = await readPassword();

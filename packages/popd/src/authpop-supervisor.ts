@@ -10,7 +10,7 @@ import { parseFromAuthpop } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
 import { MAX_BACKOFF_MS, MIN_BACKOFF_MS, STABLE_MS } from '@popd/shared/params';
 import { Child } from './child';
-import type { ChildSink } from './childlog';
+import type { ChildSink } from './logs';
 
 export interface AuthpopEvents {
   /** An authpop became ready (connections waiting for one can go). */

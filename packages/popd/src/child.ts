@@ -13,8 +13,8 @@ import fs from 'node:fs';
 import { Channel, socketpair } from '@popd/channel';
 import { decode, encode, LogRecord, PopdToAuthpop, PopdToWorker, PROTOCOL } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
-import type { ChildSink } from './childlog';
-import { childLines } from './childio';
+import type { ChildSink } from './logs';
+import { childLines } from './child-stderr';
 import { LOG_BURST, LOG_PER_SECOND } from '@popd/shared/params';
 
 /**

@@ -11,7 +11,7 @@ import { CommanderError } from 'commander';
 import { closeInherited } from '@popd/channel';
 import { isRoot } from '@popd/shared/privdrop';
 import { checkConfig } from './checks';
-import { makeLogs } from './childlog';
+import { makeLogs } from './logs';
 import { Options, parseOptions } from './options';
 import { Server } from './server';
 

@@ -10,7 +10,6 @@ import nacl from 'tweetnacl';
 import { hostPort } from '@popd/shared/addr';
 import { AuthRequest, AuthVerdict, NewConnection, PROTOCOL, VerdictCode } from '@popd/shared/ipc';
 import {
-  FAIL_DELAY_MS,
   GRACE_MS,
   IN_USE_WAIT_MS,
   KILL_AFTER_MS,
@@ -33,8 +32,8 @@ import { addressPrefix } from './address-prefix';
 import { AuthpopSlot, AuthpopSupervisor } from './authpop-supervisor';
 import { BcryptPool } from './bcryptpool';
 import { checkCertKey } from './checks';
-import type { Logs } from './childlog';
-import { ConnLimits } from './limits';
+import type { Logs } from './logs';
+import { ConnectionCaps } from './connection-caps';
 import { LoginBudget } from './login-budget';
 import type { Listen, Options } from './options';
 import { AUTHPOP, WRKRPOP } from './paths';
@@ -55,7 +54,7 @@ export class Server {
   private tables: Tables;
   private salt: string;
   private readonly servers: net.Server[] = [];
-  private readonly limits: ConnLimits;
+  private readonly caps: ConnectionCaps;
   /** Connections on their way out, refused or evicted: no longer counted by the caps, at most MAX_REFUSING. */
   private readonly refusing = new Set<string>();
   /** Connections whose password check is under way. */
@@ -78,7 +77,7 @@ export class Server {
   ) {
     this.tables = tables;
     this.salt = dummySalt(tables.auth.values());
-    this.limits = new ConnLimits(o.maxConn, o.maxPerAddr);
+    this.caps = new ConnectionCaps(o.maxConn, o.maxPerAddr);
     this.verifier = new Verifier(MAX_CHECKS, maxWaitingChecks(o.maxConn), (pass, salt) => this.bcrypt.hash(pass, salt));
     const log = logs.log;
     this.budget = new LoginBudget(
@@ -101,7 +100,7 @@ export class Server {
         ),
     );
     const forget = (id: string): void => {
-      this.limits.remove(id);
+      this.caps.remove(id);
       this.refusing.delete(id);
       this.loggedIn.delete(id);
       this.asking.delete(id);
@@ -109,7 +108,7 @@ export class Server {
     this.authpops = new AuthpopSupervisor(
       o.authpops,
       AUTHPOP,
-      { t: 'config', v: PROTOCOL, cert: o.cert, key: o.key, drop, loginTimeoutMs: o.loginTimeoutMs, failDelayMs: FAIL_DELAY_MS, verbosity: o.verbosity },
+      { t: 'config', v: PROTOCOL, cert: o.cert, key: o.key, drop, loginTimeoutMs: o.loginTimeoutMs, verbosity: o.verbosity },
       {
         ready: () => this.flushQueue(),
         auth: (m, from) => void this.login(m, from),
@@ -178,7 +177,7 @@ export class Server {
     const m: NewConnection = { t: 'conn', id, address, port, mode };
     const a = this.authpops.pick();
     const network = addressPrefix(address);
-    const cap = this.limits.admit(network);
+    const cap = this.caps.admit(network);
     if (cap !== 'ok' && !this.evict(network, cap, address)) {
       this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit), all logged in or logging in`);
       if (this.refusing.size >= MAX_REFUSING || a === null) {
@@ -189,13 +188,13 @@ export class Server {
       if (!this.handOver(a, { ...m, refuse: 'too many connections' }, sock)) this.refusing.delete(id);
       return;
     }
-    this.limits.add(id, network);
+    this.caps.add(id, network);
     if (a !== null) {
-      if (!this.handOver(a, m, sock)) this.limits.remove(id);
+      if (!this.handOver(a, m, sock)) this.caps.remove(id);
       return;
     }
     if (this.queue.length >= MAX_QUEUED) {
-      this.limits.remove(id);
+      this.caps.remove(id);
       sock.destroy();
       return;
     }
@@ -212,10 +211,10 @@ export class Server {
   private evict(network: string, cap: 'total' | 'network', address: string): boolean {
     if (this.refusing.size >= MAX_REFUSING) return false;
     const mayGo = (id: string): boolean => !this.loggedIn.has(id) && !this.asking.has(id) && this.authpops.holder(id) !== null;
-    const id = this.limits.oldest(cap === 'network' ? network : null, mayGo);
+    const id = this.caps.oldest(cap === 'network' ? network : null, mayGo);
     if (id === null || !this.authpops.holder(id)!.send({ t: 'evict', id })) return false;
-    this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit), closing the oldest one not logged in (from ${this.limits.netOf(id)})`);
-    this.limits.remove(id);
+    this.logs.log.notice(`${address}: too many connections (${cap === 'total' ? 'server' : 'address'} limit), closing the oldest one not logged in (from ${this.caps.netOf(id)})`);
+    this.caps.remove(id);
     this.refusing.add(id);
     return true;
   }
@@ -225,7 +224,7 @@ export class Server {
       const a = this.authpops.pick();
       if (a === null) return;
       const { m, sock } = this.queue.shift()!;
-      if (!this.handOver(a, m, sock)) this.limits.remove(m.id);
+      if (!this.handOver(a, m, sock)) this.caps.remove(m.id);
     }
   }
 
@@ -258,7 +257,7 @@ export class Server {
   private async checkLogin(m: AuthRequest, a: AuthpopSlot): Promise<void> {
     // Only a connection this authpop holds may log in; it may be gone after each wait.
     const held = (): boolean => a.conns.has(m.id);
-    const network = this.limits.netOf(m.id);
+    const network = this.caps.netOf(m.id);
     if (network === undefined) return;
     // The same for a user name that does not exist: the answer tells nothing about who does.
     const gate = this.budget.admit(m.user, network);

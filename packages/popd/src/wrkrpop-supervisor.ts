@@ -17,7 +17,7 @@ import type { Logger } from '@popd/shared/log';
 import { SPARES_PER_SESSION, SPARES_PER_UID } from '@popd/shared/params';
 import type { Tables, UserInfo } from '@popd/shared/tables';
 import { Child } from './child';
-import type { ChildSink } from './childlog';
+import type { ChildSink } from './logs';
 
 /** -W: what one worker process may serve. */
 export type Isolation = 'uid' | 'session';

@@ -39,9 +39,8 @@ export interface AuthpopConfig {
   key: string;
   /** Chroot directory and user to become; null in unprivileged mode. */
   drop: { root: string; uid: number; gid: number } | null;
+  /** -t: settings of the command line travel here; constants come from params.ts in each process (one install: PROTOCOL). */
   loginTimeoutMs: number;
-  /** Delay after a failed login attempt. */
-  failDelayMs: number;
   verbosity: number;
 }
 

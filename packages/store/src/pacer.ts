@@ -6,8 +6,8 @@
  * SLICE_MS, so that no other session waits longer than that for its I/O.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { SLICE_MS } from '@popd/shared/params';
 
-export const SLICE_MS = 10;
 /** tick() reads the clock every this many steps: a reading costs about 70 ns, more than a step of some loops. */
 const CHECK_EVERY = 32;
 

@@ -10,6 +10,7 @@ import { Duplex } from 'node:stream';
 import { markSeen } from '@popd/store/maildir';
 import { errnoCode } from '@popd/store/fsutil';
 import { Logger } from '@popd/shared/log';
+import { QUIET_MS } from '@popd/shared/params';
 import { TRANSACTION_CAPABILITIES } from '@popd/shared/capa';
 import { Command, parseCommand } from './command';
 import { LineInput } from './input';
@@ -20,14 +21,6 @@ import { openMessage, streamMessage } from './retr';
 import { TopLimiter } from './top';
 
 export type EndReason = 'quit' | 'eof' | 'timeout' | 'error';
-
-/**
- * Background work (moving new mail to cur/) waits until the client has been
- * silent this long, so that a client fetching message after message never
- * waits for it: over a fast link it never pauses this long, over a slow one
- * a slice of work ends before its next command arrives.
- */
-const QUIET_MS = 20;
 
 export interface SessionContext {
   /** The maildir as this process sees it ("/" when chrooted into it). */

@@ -11,10 +11,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { connectPlain, connectTls, login, stls } from './lib/pop3tls';
-import { PopdFixture } from './lib/popd';
-import { inodesTo, tree } from './lib/proc';
-import { BIN, isRoot, ROOT } from './lib/util';
+import { connectPlain, connectTls, login, stls } from '../lib/pop3tls';
+import { PopdFixture } from '../lib/popd';
+import { inodesTo, tree } from '../lib/proc';
+import { BIN, isRoot, ROOT } from '../lib/util';
 
 const havePython = spawnSync('python3', ['-c', 'import os; os.pidfd_open'], { stdio: 'ignore' }).status === 0;
 

@@ -7,9 +7,9 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BIN, run } from './lib/util';
-import { seedMaildir, uidlOf, wireOctets, removeSeeded } from './lib/maildirs';
-import { login, quit, killWorkers } from './lib/worker';
+import { BIN, run } from '../lib/util';
+import { seedMaildir, uidlOf, wireOctets, removeSeeded } from '../lib/maildirs';
+import { login, quit, killWorkers } from '../lib/worker';
 
 after(() => {
   killWorkers();

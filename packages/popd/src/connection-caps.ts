@@ -7,7 +7,7 @@
  */
 export type Admission = 'ok' | 'total' | 'network';
 
-export class ConnLimits {
+export class ConnectionCaps {
   /** Every counted connection and its network, oldest first. */
   private readonly byId = new Map<string, string>();
   /** Each network's connections, oldest first. */

@@ -8,11 +8,11 @@ import net from 'node:net';
 import tls from 'node:tls';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
-import { freePort, waitFor } from './lib/mailhost';
-import { connectTls, login } from './lib/pop3tls';
-import { ensurePop3dUser, makeCert, PopdFixture } from './lib/popd';
-import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from './lib/util';
-import { exists, listeningInodes, proc, tree } from './lib/proc';
+import { freePort, waitFor } from '../lib/mailhost';
+import { connectTls, login } from '../lib/pop3tls';
+import { ensurePop3dUser, makeCert, PopdFixture } from '../lib/popd';
+import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from '../lib/util';
+import { exists, listeningInodes, proc, tree } from '../lib/proc';
 
 const msg = (i: number, body = `body ${i}\n`): string => `From: a@example.org\nSubject: ${i}\n\n${body}`;
 

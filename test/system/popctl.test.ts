@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
-import { BIN, isRoot, MAILUSER, run, tmpdir } from './lib/util';
-import { hasPython, runOnPty } from './lib/pty';
+import { BIN, isRoot, MAILUSER, run, tmpdir } from '../lib/util';
+import { hasPython, runOnPty } from '../lib/pty';
 
 const popctl = (args: string[], opts: Parameters<typeof run>[2] = {}) => run(BIN.popctl, args, opts);
 

@@ -17,10 +17,10 @@ import { serve } from '@popd/wrkrpop/serve';
 import { openMessage } from '@popd/wrkrpop/retr';
 import { Message } from '@popd/store/maildir';
 import { BLOCK, RECORD } from '@popd/wrkrpop/output';
-import { Pop3Client } from './lib/pop3';
-import { removeSeeded, seedMaildir, wireOracle } from './lib/maildirs';
-import { editInPlace } from './lib/store';
-import { tmpdir } from './lib/util';
+import { Pop3Client } from '../lib/pop3';
+import { removeSeeded, seedMaildir, wireOracle } from '../lib/maildirs';
+import { editInPlace } from '../lib/store';
+import { tmpdir } from '../lib/util';
 
 after(removeSeeded);
 
@@ -131,24 +131,35 @@ test('TopLimiter: header, blank line, k lines; the cut is found across chunk edg
   }
 });
 
-test('the engine in-process over a Unix socket pair: serve() answers, updates and ends on QUIT', async () => {
-  const s = seedMaildir([Buffer.from('Subject: a\n\n.hi\n'), Buffer.from('Subject: b\n\nbye\n')]);
+/** Both ends of a real Unix stream connection: the engine serves one, the test is the client on the other. */
+async function socketPair(): Promise<{ server: net.Server; client: net.Socket; serverSide: net.Socket }> {
   const sock = path.join(tmpdir(), 'engine.sock');
   const server = net.createServer();
   await new Promise<void>((r) => server.listen(sock, r));
   const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
   const client = net.connect(sock);
-  const serverSide = await accepted;
+  return { server, client, serverSide: await accepted };
+}
+
+test('the engine in-process over a Unix socket pair: serve() answers, updates and ends on QUIT', async () => {
+  const s = seedMaildir([Buffer.from('Subject: a\n\n.hi\n'), Buffer.from('Subject: b\n\nbye\n')]);
+  const { server, client, serverSide } = await socketPair();
   const logs: string[] = [];
   const served = serve(serverSide, { user: 'bob', maildir: s.dir, idleTimeoutMs: 5000, log: new Logger((_, msg) => logs.push(msg), 1) });
   const pop = new Pop3Client(client);
-  assert.equal(await pop.line(), '+OK bob has 2 messages (38 octets)');
+  const greeting = await pop.line();
+  assert.equal(greeting, '+OK bob has 2 messages (38 octets)');
   pop.send('RETR 1');
-  assert.deepEqual((await pop.reply(true)).body, Buffer.from('Subject: a\r\n\r\n.hi\r\n'));
-  assert.equal(await pop.cmd('DELE 2'), '+OK message 2 deleted');
-  assert.equal(await pop.cmd('QUIT'), '+OK 1 messages deleted, 1 left');
+  const retr = await pop.reply(true);
+  assert.deepEqual(retr.body, Buffer.from('Subject: a\r\n\r\n.hi\r\n'));
+  const dele = await pop.cmd('DELE 2');
+  assert.equal(dele, '+OK message 2 deleted');
+  const quit = await pop.cmd('QUIT');
+  assert.equal(quit, '+OK 1 messages deleted, 1 left');
   const summary = await served;
-  assert.deepEqual(summary, { outcome: 'quit', retrieved: 1, octetsSent: summary.octetsSent, deleted: 1, undeleted: 0 });
+  // Every octet on the wire: the status lines, and the message dot-stuffed ("..hi") with its "." line.
+  const wire = [greeting, retr.status, 'Subject: a', '', '..hi', '.', dele, quit].reduce((n, l) => n + Buffer.byteLength(l) + 2, 0);
+  assert.deepEqual(summary, { outcome: 'quit', retrieved: 1, octetsSent: wire, deleted: 1, undeleted: 0 });
   assert.equal(fs.readdirSync(path.join(s.dir, 'cur')).length, 1);
   assert.match(logs.join('\n'), /session end user=bob ended=quit retrieved=1/);
   client.destroy();
@@ -193,12 +204,7 @@ test('each answer leaves in as few writes as its size allows: one for a 50 KB RE
   const dotted = (kb: number, eol: string): Buffer => Buffer.from(('a line of the message, long enough to be typical' + eol + '.a dotted line' + eol).repeat(Math.ceil((kb * 1024) / 64)));
   const bodies = [Buffer.concat([Buffer.from('Subject: 50 KB\n\n'), dotted(50, '\n')]), Buffer.concat([Buffer.from('Subject: 10 MB\n\n'), dotted(10 * 1024, '\n')]), Buffer.from('Subject: no change\r\n\r\n' + 'x'.repeat(100).concat('\r\n').repeat(600))];
   const s = seedMaildir(bodies);
-  const sock = path.join(tmpdir(), 'engine.sock');
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(sock, r));
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const client = net.connect(sock);
-  const serverSide = await accepted;
+  const { server, client, serverSide } = await socketPair();
   const writes = countWrites(serverSide);
   const served = serve(serverSide, { user: 'bob', maildir: s.dir, idleTimeoutMs: 5000, log: new Logger(() => undefined) });
   // A failed assertion must not leave the session waiting for the idle timeout.

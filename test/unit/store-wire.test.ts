@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import { WireForm, WireSize, wireSizeOf } from '@popd/store/wire';
 import { curName, escapedHost, isSafeName, newBaseName, parseName, withSizes } from '@popd/store/uniquename';
 import { PopcacheParser, parsePopcache, popcacheText, uidlOf } from '@popd/store/popcache';
-import { INPUTS, editInPlace, referenceWire, referenceWireSize, sha256 } from './lib/store';
+import { INPUTS, editInPlace, referenceWire, referenceWireSize, sha256 } from '../lib/store';
 
 /** Splits buf at the given offsets (sorted, deduplicated, in range). */
 function splitAt(buf: Buffer, cuts: number[]): Buffer[] {

@@ -15,8 +15,8 @@ import { commitDeletions, compareMessages, countWireOctets, deliver, inDeliveryO
 import { MAILDROP_LOCK, POPCACHE_LOCK } from '@popd/store/lock';
 import { isTransient } from '@popd/store/fsutil';
 import { withSizes } from '@popd/store/uniquename';
-import { INPUTS, ls, readPopcacheLines, referenceWire, removeScratchDirs, scratchDir, sha256 } from './lib/store';
-import { isRoot } from './lib/util';
+import { INPUTS, ls, readPopcacheLines, referenceWire, removeScratchDirs, scratchDir, sha256 } from '../lib/store';
+import { isRoot } from '../lib/util';
 
 after(removeScratchDirs);
 

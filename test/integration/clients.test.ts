@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { haveTool } from './lib/mailhost';
-import { PopdFixture } from './lib/popd';
+import { haveTool } from '../lib/mailhost';
+import { PopdFixture } from '../lib/popd';
 
 const crlf = (s: string): string => s.replace(/\n/g, '\r\n');
 const messages = [

@@ -4,12 +4,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { PopdFixture } from './lib/popd';
-import { connectPlain, connectTls, connectTlsFrom, login, stls } from './lib/pop3tls';
-import { Pop3Client } from './lib/pop3';
-import { MAILUSER } from './lib/util';
-import { waitFor } from './lib/mailhost';
-import { inodesTo, tree } from './lib/proc';
+import { PopdFixture } from '../lib/popd';
+import { connectPlain, connectTls, connectTlsFrom, login, stls } from '../lib/pop3tls';
+import { Pop3Client } from '../lib/pop3';
+import { MAILUSER } from '../lib/util';
+import { waitFor } from '../lib/mailhost';
+import { inodesTo, tree } from '../lib/proc';
 
 const msg = (i: number): string => `From: sender@example.org\nTo: alice@example.org\nSubject: message ${i}\n\nline one of ${i}\n.starts with a dot\n`;
 const crlf = (s: string): string => s.replace(/\n/g, '\r\n');

@@ -7,8 +7,8 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { seedMaildir, wireOracle, removeSeeded } from './lib/maildirs';
-import { login, killWorkers } from './lib/worker';
+import { seedMaildir, wireOracle, removeSeeded } from '../lib/maildirs';
+import { login, killWorkers } from '../lib/worker';
 
 after(() => {
   killWorkers();

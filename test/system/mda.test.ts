@@ -10,8 +10,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { openMailbox } from '@popd/store/maildir';
-import { INPUTS, ls, mailUserMaildir, readPopcacheLines, referenceWireSize, removeScratchDirs, scratchDir, sha256 } from './lib/store';
-import { BIN, isRoot, MAILUSER, run, RunResult, tmpdir } from './lib/util';
+import { INPUTS, ls, mailUserMaildir, readPopcacheLines, referenceWireSize, removeScratchDirs, scratchDir, sha256 } from '../lib/store';
+import { BIN, isRoot, MAILUSER, run, RunResult, tmpdir } from '../lib/util';
 
 after(removeScratchDirs);
 

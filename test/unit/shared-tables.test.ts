@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { checkSubdir, loadTables, parseAuthtab, parseUsertab } from '@popd/shared/tables';
-import { tmpdir } from './lib/util';
+import { tmpdir } from '../lib/util';
 
 const HASH = '$2b$10$' + 'a'.repeat(53);
 

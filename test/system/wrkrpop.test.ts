@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isRoot } from './lib/util';
-import { seedMaildir, uidlOf, wireOracle, removeSeeded } from './lib/maildirs';
-import { login, quit, killWorkers } from './lib/worker';
+import { isRoot } from '../lib/util';
+import { seedMaildir, uidlOf, wireOracle, removeSeeded } from '../lib/maildirs';
+import { login, quit, killWorkers } from '../lib/worker';
 
 after(() => {
   killWorkers();

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
-import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from './lib/util';
+import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from '../lib/util';
 
 /** Node's own headers, when installed, so the native modules rebuild without downloading them. */
 const NODEDIR = path.dirname(path.dirname(process.execPath));

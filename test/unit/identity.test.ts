@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from './lib/util';
+import { ROOT } from '../lib/util';
 
 /** Who runs each program's code. */
 const PROGRAMS: Record<string, string> = {

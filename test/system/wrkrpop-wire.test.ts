@@ -7,8 +7,8 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { seedMaildir, wireOracle, removeSeeded } from './lib/maildirs';
-import { login, quit, killWorkers } from './lib/worker';
+import { seedMaildir, wireOracle, removeSeeded } from '../lib/maildirs';
+import { login, quit, killWorkers } from '../lib/worker';
 
 after(() => {
   killWorkers();

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { addressPrefix } from '@popd/popd/address-prefix';
 import { BudgetRules, Gate, LoginBudget, Ticket } from '@popd/popd/login-budget';
 import { LOGIN_USER_BURST, LOGIN_USER_PER_S } from '@popd/shared/params';
-import { PopdFixture } from './lib/popd';
-import { connectTls, connectTlsFrom, login } from './lib/pop3tls';
-import { waitFor } from './lib/mailhost';
+import { PopdFixture } from '../lib/popd';
+import { connectTls, connectTlsFrom, login } from '../lib/pop3tls';
+import { waitFor } from '../lib/mailhost';
 
 const RULES: BudgetRules = { userBurst: 10, userPerS: 1, netBurst: 30, netPerS: 2, maxWaitMs: 5_000, markMs: 60_000, marks: 8, tracked: 1_000 };
 

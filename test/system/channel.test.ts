@@ -13,7 +13,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Channel, ChannelError, MAX_MESSAGE, MAX_QUEUE, socketpair } from '@popd/channel';
 
-const PEER = path.join(__dirname, 'lib', 'channel-peer.js');
+const PEER = path.join(__dirname, '..', 'lib', 'channel-peer.js');
 const onLinux = process.platform === 'linux';
 const hasPython = spawnSync('python3', ['-c', 'import socket'], { stdio: 'ignore' }).status === 0;
 const fdCount = (): number => fs.readdirSync('/proc/self/fd').length;

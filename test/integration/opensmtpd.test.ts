@@ -10,8 +10,8 @@ import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from './lib/util';
-import { freePort, haveTool, MailHost, portOpen, waitFor } from './lib/mailhost';
+import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from '../lib/util';
+import { freePort, haveTool, MailHost, portOpen, waitFor } from '../lib/mailhost';
 
 const EX = path.join(ROOT, 'examples');
 const missing = ['smtpd', 'unshare', 'nsenter', 'rsyslogd', 'swaks', 'openssl', 'python3'].filter((t) => !haveTool(t));

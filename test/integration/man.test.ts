@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BIN, ROOT, run } from './lib/util';
+import { BIN, ROOT, run } from '../lib/util';
 
 const MAN = path.join(ROOT, 'man');
 const PAGES = ['popd.8', 'popmda.8', 'popctl.8', 'authtab.5', 'usertab.5'];

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isRoot, ROOT, tmpdir } from './lib/util';
-import { haveTool } from './lib/mailhost';
+import { isRoot, ROOT, tmpdir } from '../lib/util';
+import { haveTool } from '../lib/mailhost';
 
 const EX = path.join(ROOT, 'examples');
 

@@ -11,9 +11,9 @@ import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, waitFor } from './lib/mailhost';
-import { connectTls, login } from './lib/pop3tls';
-import { isRoot, MAILUSER, ROOT } from './lib/util';
+import { freePort, waitFor } from '../lib/mailhost';
+import { connectTls, login } from '../lib/pop3tls';
+import { isRoot, MAILUSER, ROOT } from '../lib/util';
 
 const DEMO = path.join(ROOT, 'demo', 'dist', 'demo.js');
 

@@ -7,9 +7,9 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { MAILUSER, isRoot, tmpdir } from './lib/util';
-import { seedMaildir, removeSeeded } from './lib/maildirs';
-import { login, quit, spawnWorker, start, startMessages, killWorkers } from './lib/worker';
+import { MAILUSER, isRoot, tmpdir } from '../lib/util';
+import { seedMaildir, removeSeeded } from '../lib/maildirs';
+import { login, quit, spawnWorker, start, startMessages, killWorkers } from '../lib/worker';
 
 after(() => {
   killWorkers();
