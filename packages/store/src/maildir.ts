@@ -25,7 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { WireSize } from './wire';
-import { curName, isSafeName, newBaseName, parseName, timeOf, withSizes } from './uniquename';
+import { curName, isSafeName, newBaseName, parseName, withSizes } from './uniquename';
 import {
   CacheEntry,
   POPCACHE,
@@ -35,13 +35,16 @@ import {
   readPopcache,
   readPopcacheInOrder,
   readRecordedLines,
+  recordedInOrder,
   uidlOf,
   writePopcacheAtomic,
 } from './popcache';
-import { SETTLE_MS, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
+import { ListedMessages, Message, MessageList, RecordedMessages } from './messages';
+import { Stamp, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
 import { Pacer } from './pacer';
 import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
 import { fsyncDir, isTransient } from './fsutil';
+import { STATE_SETTLE_MS } from '@popd/shared/params';
 
 export const SUBDIRS = ['cur', 'new', 'tmp'] as const;
 /** Maildir convention: files left in tmp/ this long are debris of a crashed delivery. */
@@ -165,20 +168,7 @@ export async function deliver(
   return out;
 }
 
-export type { Subdir };
-
-export interface Message {
-  /** The unique name (before ":"), what UIDL hashes. */
-  unique: string;
-  /** Where the file is: new/ until a session moves it to cur/. */
-  dir: Subdir;
-  /** Current file name in dir. */
-  file: string;
-  /** Wire octets (LIST/STAT). */
-  octets: number;
-  /** Delivery time, microseconds since the epoch (for ordering). */
-  time: number;
-}
+export type { Message, MessageList, Subdir };
 
 /** Delivery order: time, ties broken by name. */
 export function compareMessages(a: Message, b: Message): number {
@@ -221,13 +211,10 @@ export async function inDeliveryOrder(listed: readonly Message[], pacer = new Pa
 }
 
 export interface MailboxIndex {
-  messages: Message[];
-  /**
-   * The messages' UIDLs, UIDL_LENGTH octets each, in order, when popcache
-   * held them all (checked against the names); null when they are to be
-   * computed as asked for.
-   */
-  uidls: Buffer | null;
+  /** The messages in order, with their sizes and UIDLs. */
+  list: MessageList;
+  /** list.all(): every message made (a session asks list for what it needs). */
+  readonly messages: Message[];
   /** Messages served from new/ (for moveToCur once the client has its +OK). */
   inNew: number;
   /** Messages whose size had to be counted by reading them. */
@@ -315,7 +302,7 @@ function removeStaleTmp(maildir: string, now: number): void {
  * again; settleMs is the record's margin (state.ts), for tests.
  */
 export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: number; now?: number; settleMs?: number } = {}): Promise<MailboxIndex> {
-  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now(), opts.settleMs ?? SETTLE_MS));
+  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now(), opts.settleMs ?? STATE_SETTLE_MS));
 }
 
 /** Octets of a message whose name has no W=, until popcache or a count tells them. */
@@ -326,23 +313,34 @@ async function indexMailbox(maildir: string, now: number, settleMs: number): Pro
   ensureMaildir(maildir);
   removeStaleTmp(maildir, now);
   const state = readState(maildir);
-  if (state !== null && sameStamp(state.cur, stampDir(maildir, 'cur'))) {
-    const lines = await readRecordedLines(maildir, state.count, state.popcache, pacer);
-    const recorded = lines && (await recordedMessages(maildir, state, lines, pacer));
-    if (recorded) return fromState(maildir, state, lines!, recorded, settleMs, pacer);
-  }
-  return scanMailbox(maildir, settleMs, pacer);
+  const recorded = state && (await readRecordedLines(maildir, state.count, state.popcache, pacer));
+  if (recorded && state!.curSettled && sameStamp(state!.cur, stampDir(maildir, 'cur'))) return fromState(maildir, state!, recorded, settleMs, pacer);
+  return scanMailbox(maildir, settleMs, recorded, pacer);
 }
 
-/** Lists both directories and reconciles popcache with them; records the listing when the directories had settled. */
-async function scanMailbox(maildir: string, settleMs: number, pacer: Pacer): Promise<MailboxIndex> {
+function mailboxIndex(list: MessageList, o: Omit<MailboxIndex, 'list' | 'messages'>): MailboxIndex {
+  return {
+    list,
+    get messages() {
+      return list.all();
+    },
+    ...o,
+  };
+}
+
+/**
+ * Lists both directories and reconciles popcache with them (its lines that
+ * a record vouches for, recorded, are not checked again); records the
+ * listing, and which directories had settled.
+ */
+async function scanMailbox(maildir: string, settleMs: number, recorded: RecordedLines | null, pacer: Pacer): Promise<MailboxIndex> {
   // Before the stamps: the record's clock starts first.
   const writer = StateWriter.begin(maildir);
   try {
     const stamps = { cur: stampDir(maildir, 'cur'), new: stampDir(maildir, 'new') };
     const messages = await listMessages(maildir, pacer);
     // Also in order after new mail when popmda appended its lines (in delivery order, as usual).
-    const inOrder = await readPopcacheInOrder(maildir, messages, pacer);
+    const inOrder = (recorded && recordedInOrder(recorded, messages)) ?? (await readPopcacheInOrder(maildir, messages, pacer));
     const cache = inOrder ? null : await readPopcache(maildir, pacer);
     const uidls = inOrder?.uidls ?? null;
     let counted = 0;
@@ -351,7 +349,7 @@ async function scanMailbox(maildir: string, settleMs: number, pacer: Pacer): Pro
       if (pacer.tick()) await pacer.yield();
       const m = messages[i];
       const cached = inOrder ? inOrder.octets[i] : cache!.entries.get(m.unique);
-      const got = await settleOctets(maildir, m, cached, pacer);
+      const got = agrees(m, cached) ? 'known' : await settleOctets(maildir, m, cached, pacer);
       if (got === null) continue;
       if (got === 'counted') counted++;
       if (uidls && kept < i) uidls.copyWithin(kept * UIDL_LENGTH, i * UIDL_LENGTH, (i + 1) * UIDL_LENGTH);
@@ -361,16 +359,23 @@ async function scanMailbox(maildir: string, settleMs: number, pacer: Pacer): Pro
     const current = inOrder ? kept === inOrder.octets.length && messages.every((m, i) => m.octets === inOrder.octets[i]) : cache!.bad === 0 && sameEntries(cache!.entries, messages);
     const digest = current ? (inOrder?.digest ?? cache!.digest) : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
     if (writer) {
-      if (digest !== null && isSettled(stamps.cur, writer.sinceNs, settleMs)) {
-        writer.commit({ cur: stamps.cur, new: stamps.new, newSettled: isSettled(stamps.new, writer.sinceNs, settleMs), popcache: digest, runs: runsOf(messages) });
-      } else {
-        writer.drop();
+      if (digest === null) writer.drop();
+      else {
+        const settled = (d: Stamp): boolean => isSettled(d, writer.sinceNs, settleMs);
+        writer.commit({ cur: stamps.cur, curSettled: settled(stamps.cur), new: stamps.new, newSettled: settled(stamps.new), popcache: digest, runs: runsOf(messages) });
       }
     }
-    return { messages, uidls: uidls?.subarray(0, kept * UIDL_LENGTH) ?? null, inNew: countInNew(messages), counted, rewritten: !current, listing: 'scan' };
+    return mailboxIndex(new ListedMessages(messages, uidls?.subarray(0, kept * UIDL_LENGTH) ?? null), { inNew: countInNew(messages), counted, rewritten: !current, listing: 'scan' });
   } finally {
     writer?.abandon();
   }
+}
+
+/** Gives m the octets of its popcache line when its name's W= has none or the same: what settleOctets does for most messages, without an await for each of 100,000. */
+function agrees(m: Message, cached: number | undefined): boolean {
+  if (cached === undefined || (m.octets !== UNKNOWN && m.octets !== cached)) return false;
+  m.octets = cached;
+  return true;
 }
 
 /**
@@ -397,27 +402,6 @@ function countInNew(messages: readonly Message[]): number {
   return n;
 }
 
-/**
- * The messages the record's runs place in cur/ and new/, from popcache's
- * recorded lines, in their order; null when the runs do not cover those
- * lines, or when a message without a time in its name cannot be stat()ed.
- */
-async function recordedMessages(maildir: string, state: State, lines: RecordedLines, pacer: Pacer): Promise<Message[] | null> {
-  const messages = new Array<Message>(lines.names.length);
-  let i = 0;
-  for (const run of state.runs) {
-    for (let k = 0; k < run.count; k++, i++) {
-      if (pacer.tick()) await pacer.yield();
-      const unique = lines.names[i];
-      const file = unique + run.suffix;
-      const time = timeOf(unique) ?? untimed(maildir, run.dir, file);
-      if (time === null) return null;
-      messages[i] = { unique, dir: run.dir, file, octets: lines.octets[i], time };
-    }
-  }
-  return i === messages.length ? messages : null;
-}
-
 /** The delivery time of a message whose name has none: its file's mtime, in microseconds; null when it is not a regular file to serve. */
 function untimed(maildir: string, dir: Subdir, file: string): number | null {
   try {
@@ -436,16 +420,19 @@ function untimed(maildir: string, dir: Subdir, file: string): number | null {
  * lines appended since are checked, and popcache is rewritten unless it
  * holds exactly the messages served, in order.
  */
-async function fromState(maildir: string, state: State, lines: RecordedLines, recorded: Message[], settleMs: number, pacer: Pacer): Promise<MailboxIndex> {
+async function fromState(maildir: string, state: State, recorded: RecordedLines, settleMs: number, pacer: Pacer): Promise<MailboxIndex> {
+  const { lines, tail } = recorded;
+  const list = new RecordedMessages(maildir, lines, state.runs);
   const newKnown = state.newSettled && sameStamp(state.new, stampDir(maildir, 'new'));
-  const { tail } = lines;
   if (newKnown && tail.entries.size === 0 && tail.bad === 0) {
-    return { messages: recorded, uidls: lines.uidls, inNew: countInNew(recorded), counted: 0, rewritten: false, listing: 'record' };
+    const inNew = state.runs.reduce((n, r) => n + (r.dir === 'new' ? r.count : 0), 0);
+    return mailboxIndex(list, { inNew, counted: 0, rewritten: false, listing: 'record' });
   }
   const writer = StateWriter.begin(maildir);
   try {
     const newStamp = newKnown ? state.new : stampDir(maildir, 'new');
-    const { messages, origin } = newKnown ? { messages: recorded, origin: recorded.map((_, i) => i) } : withNewRead(recorded, onePerName(await inDeliveryOrder(await listDir(maildir, 'new', pacer), pacer)));
+    const all = list.all();
+    const { messages, origin } = newKnown ? { messages: all, origin: all.map((_, i) => i) } : withNewRead(all, onePerName(await inDeliveryOrder(await listDir(maildir, 'new', pacer), pacer)));
     const uidls = Buffer.allocUnsafe(messages.length * UIDL_LENGTH);
     let counted = 0;
     let kept = 0;
@@ -454,19 +441,24 @@ async function fromState(maildir: string, state: State, lines: RecordedLines, re
       const m = messages[i];
       const at = origin[i];
       const cached = at >= 0 ? lines.octets[at] : tail.entries.get(m.unique);
-      const got = await settleOctets(maildir, m, cached, pacer);
+      const got = agrees(m, cached) ? 'known' : await settleOctets(maildir, m, cached, pacer);
       if (got === null) continue;
       if (got === 'counted') counted++;
-      if (at >= 0) lines.uidls.copy(uidls, kept * UIDL_LENGTH, at * UIDL_LENGTH, (at + 1) * UIDL_LENGTH);
+      if (at >= 0) lines.copyUidl(at, uidls, kept * UIDL_LENGTH);
       else uidls.write(uidlOf(m.unique), kept * UIDL_LENGTH, 'latin1');
       origin[kept] = at;
       messages[kept++] = m;
     }
     messages.length = kept;
-    const current = tail.bad === 0 && kept === lines.names.length + tail.entries.size && sameAsFile(messages, origin, lines);
-    const digest = current ? lines.digest : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
-    writer?.commit({ cur: state.cur, new: newStamp, newSettled: isSettled(newStamp, writer.sinceNs, settleMs), popcache: digest, runs: runsOf(messages) });
-    return { messages, uidls: uidls.subarray(0, kept * UIDL_LENGTH), inNew: countInNew(messages), counted, rewritten: !current, listing: newKnown ? 'record' : 'new' };
+    const current = tail.bad === 0 && kept === lines.length + tail.entries.size && sameAsFile(messages, origin, recorded);
+    const digest = current ? recorded.digest : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
+    writer?.commit({ cur: state.cur, curSettled: true, new: newStamp, newSettled: isSettled(newStamp, writer.sinceNs, settleMs), popcache: digest, runs: runsOf(messages) });
+    return mailboxIndex(new ListedMessages(messages, uidls.subarray(0, kept * UIDL_LENGTH)), {
+      inNew: countInNew(messages),
+      counted,
+      rewritten: !current,
+      listing: newKnown ? 'record' : 'new',
+    });
   } finally {
     writer?.abandon();
   }
@@ -477,11 +469,11 @@ async function fromState(maildir: string, state: State, lines: RecordedLines, re
  * these messages with these octets, in order; origin[i] is the recorded
  * line message i came from, or -1.
  */
-function sameAsFile(messages: readonly Message[], origin: readonly number[], lines: RecordedLines): boolean {
-  const n = lines.names.length;
-  for (let i = 0; i < n; i++) if (origin[i] !== i || messages[i].octets !== lines.octets[i]) return false;
+function sameAsFile(messages: readonly Message[], origin: readonly number[], recorded: RecordedLines): boolean {
+  const n = recorded.lines.length;
+  for (let i = 0; i < n; i++) if (origin[i] !== i || messages[i].octets !== recorded.lines.octets[i]) return false;
   let i = n;
-  for (const [name, octets] of lines.tail.entries) {
+  for (const [name, octets] of recorded.tail.entries) {
     const m = messages[i++];
     if (m.unique !== name || m.octets !== octets) return false;
   }
