@@ -213,6 +213,16 @@ test('another agent writes new/ without popcache: new/ is read again, sizes coun
   const without = await open(dir);
   assert.equal(without.listing, 'new');
   assertExact(dir, without, 'removed from new/');
+  // Delivered after everything else: its line is appended, not the whole of popcache rewritten.
+  await tick();
+  await open(dir);
+  const later = `${Math.floor(Date.now() / 1000)}.M6P77R${crypto.randomBytes(4).toString('hex')}.agent`;
+  await sh('printf "Subject: y\\n\\nlater, from another agent\\n" > "$1"', path.join(dir, 'new', later));
+  const appended = await open(dir);
+  assert.equal(appended.listing, 'new');
+  assert.equal(appended.rewritten, false);
+  assert.equal(appended.messages[appended.messages.length - 1].unique, later);
+  assertExact(dir, appended, 'foreign delivery after the rest');
 });
 
 test('popctl reindex removes the record; the next open lists both directories', async () => {

@@ -24,11 +24,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
+import zlib from 'node:zlib';
 import { WireSize } from './wire';
-import { curName, isSafeName, newBaseName, parseName, withSizes } from './uniquename';
+import { curName, isSafeName, newBaseName, parseName, timeOf, withSizes } from './uniquename';
 import {
   CacheEntry,
   POPCACHE,
+  PopcacheDigest,
   RecordedLines,
   UIDL_LENGTH,
   appendPopcache,
@@ -40,7 +42,7 @@ import {
   writePopcacheAtomic,
 } from './popcache';
 import { ListedMessages, Message, MessageList, RecordedMessages } from './messages';
-import { Stamp, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
+import { Run, Stamp, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
 import { Pacer } from './pacer';
 import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
 import { fsyncDir, isTransient } from './fsutil';
@@ -340,7 +342,7 @@ async function scanMailbox(maildir: string, settleMs: number, recorded: Recorded
     const stamps = { cur: stampDir(maildir, 'cur'), new: stampDir(maildir, 'new') };
     const messages = await listMessages(maildir, pacer);
     // Also in order after new mail when popmda appended its lines (in delivery order, as usual).
-    const inOrder = (recorded && recordedInOrder(recorded, messages)) ?? (await readPopcacheInOrder(maildir, messages, pacer));
+    const inOrder = (recorded && (await recordedInOrder(recorded, messages, pacer))) ?? (await readPopcacheInOrder(maildir, messages, pacer));
     const cache = inOrder ? null : await readPopcache(maildir, pacer);
     const uidls = inOrder?.uidls ?? null;
     let counted = 0;
@@ -431,8 +433,21 @@ async function fromState(maildir: string, state: State, recorded: RecordedLines,
   const writer = StateWriter.begin(maildir);
   try {
     const newStamp = newKnown ? state.new : stampDir(maildir, 'new');
-    const all = list.all();
-    const { messages, origin } = newKnown ? { messages: all, origin: all.map((_, i) => i) } : withNewRead(all, onePerName(await inDeliveryOrder(await listDir(maildir, 'new', pacer), pacer)));
+    const fresh = newKnown ? [] : onePerName(await inDeliveryOrder(await listDir(maildir, 'new', pacer), pacer));
+    const commit = (digest: PopcacheDigest, runs: Run[]): void =>
+      writer?.commit({ cur: state.cur, curSettled: true, new: newStamp, newSettled: isSettled(newStamp, writer.sinceNs, settleMs), popcache: digest, runs });
+    const after = newKnown ? null : await newAfterRecorded(maildir, recorded, list, fresh, pacer);
+    if (after) {
+      commit(after.digest, [...state.runs, ...runsOf(after.messages)]);
+      const withNew = new RecordedMessages(maildir, lines, state.runs, after.messages);
+      return mailboxIndex(withNew, { inNew: withNew.inNew().length, counted: after.counted, rewritten: false, listing: 'new' });
+    }
+    const all: Message[] = [];
+    for (let i = 0; i < list.length; i++) {
+      if (pacer.tick()) await pacer.yield();
+      all.push(list.message(i));
+    }
+    const { messages, origin } = newKnown ? { messages: all, origin: all.map((_, i) => i) } : withNewRead(all, fresh);
     const uidls = Buffer.allocUnsafe(messages.length * UIDL_LENGTH);
     let counted = 0;
     let kept = 0;
@@ -451,8 +466,7 @@ async function fromState(maildir: string, state: State, recorded: RecordedLines,
     }
     messages.length = kept;
     const current = tail.bad === 0 && kept === lines.length + tail.entries.size && sameAsFile(messages, origin, recorded);
-    const digest = current ? recorded.digest : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
-    writer?.commit({ cur: state.cur, curSettled: true, new: newStamp, newSettled: isSettled(newStamp, writer.sinceNs, settleMs), popcache: digest, runs: runsOf(messages) });
+    commit(current ? recorded.digest : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer), runsOf(messages));
     return mailboxIndex(new ListedMessages(messages, uidls.subarray(0, kept * UIDL_LENGTH)), {
       inNew: countInNew(messages),
       counted,
@@ -462,6 +476,50 @@ async function fromState(maildir: string, state: State, recorded: RecordedLines,
   } finally {
     writer?.abandon();
   }
+}
+
+/**
+ * New mail in the usual case: what the record placed in new/ is still
+ * there under the same names, and every other message now there (in
+ * fresh, in delivery order) has a time in its name and comes after the
+ * last recorded one. Then the messages are the recorded ones (still made
+ * only when asked for) followed by the new ones, whose popcache lines
+ * popmda appended, or are appended here for mail another agent delivered
+ * (with sizes from W= or counted). Null in any other case, for the general
+ * merge and a rewrite.
+ */
+async function newAfterRecorded(
+  maildir: string,
+  recorded: RecordedLines,
+  list: RecordedMessages,
+  fresh: Message[],
+  pacer: Pacer,
+): Promise<{ messages: Message[]; digest: PopcacheDigest; counted: number } | null> {
+  const { tail } = recorded;
+  if (tail.bad > 0) return null;
+  const known = new Map(list.inNew().map((m) => [m.unique, m.file]));
+  const added = fresh.filter((m) => known.get(m.unique) !== m.file);
+  if (fresh.length - added.length !== known.size || added.some((m) => timeOf(m.unique) === undefined)) return null;
+  if (added.length > 0 && list.length > 0 && compareMessages(list.message(list.length - 1), added[0]) >= 0) return null;
+  const messages: Message[] = [];
+  let counted = 0;
+  for (const m of added) {
+    const cached = tail.entries.get(m.unique);
+    const got = agrees(m, cached) ? 'known' : await settleOctets(maildir, m, cached, pacer);
+    if (got === null) continue;
+    if (got === 'counted') counted++;
+    messages.push(m);
+  }
+  if (tail.entries.size > 0) {
+    // popmda's lines: exactly these messages, in order.
+    if (tail.entries.size !== messages.length) return null;
+    let i = 0;
+    for (const [name, octets] of tail.entries) if (messages[i].unique !== name || messages[i++].octets !== octets) return null;
+    return { messages, digest: recorded.digest, counted };
+  }
+  if (messages.length === 0) return { messages, digest: recorded.digest, counted };
+  const lines = appendPopcache(maildir, ...messages.map(toEntry));
+  return { messages, digest: { size: recorded.digest.size + lines.length, crc: zlib.crc32(lines, recorded.digest.crc) }, counted };
 }
 
 /**

@@ -82,9 +82,11 @@ export class ListedMessages implements MessageList {
 
 /**
  * Messages as the record placed them: popcache's recorded lines (names,
- * octets, uidls) and the record's runs (directory and file name suffix).
+ * octets, uidls) and the record's runs (directory and file name suffix);
+ * then those listed after them (new mail, in new/).
  */
 export class RecordedMessages implements MessageList {
+  readonly sizes: Float64Array;
   private readonly made: Array<Message | undefined>;
   /** Where each run starts, and the end of the last. */
   private readonly runStart: Uint32Array;
@@ -93,22 +95,26 @@ export class RecordedMessages implements MessageList {
     private readonly maildir: string,
     private readonly lines: LineIndex,
     private readonly runs: readonly Run[],
+    private readonly after: readonly Message[] = [],
   ) {
     this.made = new Array<Message | undefined>(lines.length);
     this.runStart = new Uint32Array(runs.length + 1);
     runs.forEach((r, k) => (this.runStart[k + 1] = this.runStart[k] + r.count));
     if (this.runStart[runs.length] !== lines.length) throw new Error('the runs do not cover the lines');
+    if (after.length === 0) this.sizes = lines.octets;
+    else {
+      this.sizes = new Float64Array(lines.length + after.length);
+      this.sizes.set(lines.octets);
+      after.forEach((m, k) => (this.sizes[lines.length + k] = m.octets));
+    }
   }
 
   get length(): number {
-    return this.lines.length;
-  }
-
-  get sizes(): Float64Array {
-    return this.lines.octets;
+    return this.lines.length + this.after.length;
   }
 
   message(i: number): Message {
+    if (i >= this.lines.length) return this.after[i - this.lines.length];
     return (this.made[i] ??= this.make(i, this.runAt(i)));
   }
 
@@ -123,15 +129,15 @@ export class RecordedMessages implements MessageList {
     this.runs.forEach((r, k) => {
       if (r.dir === 'new') for (let i = this.runStart[k]; i < this.runStart[k + 1]; i++) found.push(this.message(i));
     });
-    return found;
+    return found.concat(this.after.filter((m) => m.dir === 'new'));
   }
 
   uidl(i: number): string {
-    return this.lines.uidl(i);
+    return i < this.lines.length ? this.lines.uidl(i) : uidlOf(this.after[i - this.lines.length].unique);
   }
 
   writeUidl(i: number, buf: Buffer, at: number): number {
-    return this.lines.copyUidl(i, buf, at);
+    return i < this.lines.length ? this.lines.copyUidl(i, buf, at) : at + buf.write(this.uidl(i), at, 'latin1');
   }
 
   /** The run that holds message i. */

@@ -450,12 +450,13 @@ export async function readRecordedLines(maildir: string, count: number, recorded
  * is hashed again (37 ms for 100,000). Null unless popcache's lines are
  * exactly these names, in order.
  */
-export function recordedInOrder(recorded: RecordedLines, expected: readonly { unique: string }[]): InOrder | null {
+export async function recordedInOrder(recorded: RecordedLines, expected: readonly { unique: string }[], pacer = new Pacer()): Promise<InOrder | null> {
   const { lines, tail } = recorded;
   if (tail.bad > 0 || expected.length !== lines.length + tail.entries.size) return null;
   const octets: number[] = [];
   const uidls = Buffer.allocUnsafe(expected.length * UIDL_LENGTH);
   for (let i = 0; i < lines.length; i++) {
+    if (pacer.tick()) await pacer.yield();
     if (!lines.isName(i, expected[i].unique)) return null;
     octets.push(lines.octets[i]);
     lines.copyUidl(i, uidls, i * UIDL_LENGTH);
@@ -506,19 +507,20 @@ export async function writePopcacheAtomic(maildir: string, entries: Iterable<Cac
 }
 
 /**
- * Appends one entry (the caller holds the popcache lock). A failed write is
- * cut back off, so that a full disk leaves no partial line to merge with the
- * next one.
+ * Appends entries (the caller holds the popcache lock) and returns the bytes
+ * appended. A failed write is cut back off, so that a full disk leaves no
+ * partial line to merge with the next one.
  */
-export function appendPopcache(maildir: string, e: CacheEntry): void {
+export function appendPopcache(maildir: string, ...entries: CacheEntry[]): Buffer {
   const fd = fs.openSync(path.join(maildir, POPCACHE), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0o600);
   try {
     const before = fs.fstatSync(fd).size;
     try {
-      const line = Buffer.from(entryLine(e), 'latin1');
+      const line = Buffer.from(entries.map(entryLine).join(''), 'latin1');
       const n = fs.writeSync(fd, line);
       if (n !== line.length) throw Object.assign(new Error('popcache: short write'), { code: 'EIO' });
       fs.fsyncSync(fd);
+      return line;
     } catch (err) {
       try {
         fs.ftruncateSync(fd, before);
