@@ -42,7 +42,7 @@ import {
   writePopcacheAtomic,
 } from './popcache';
 import { ListedMessages, Message, MessageList, RecordedMessages } from './messages';
-import { Run, Stamp, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
+import { Run, RunsBuilder, Stamp, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
 import { Pacer } from './pacer';
 import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
 import { fsyncDir, isTransient } from './fsutil';
@@ -345,8 +345,10 @@ async function scanMailbox(maildir: string, settleMs: number, recorded: Recorded
     const inOrder = (recorded && (await recordedInOrder(recorded, messages, pacer))) ?? (await readPopcacheInOrder(maildir, messages, pacer));
     const cache = inOrder ? null : await readPopcache(maildir, pacer);
     const uidls = inOrder?.uidls ?? null;
+    const runs = new RunsBuilder();
     let counted = 0;
     let kept = 0;
+    let sameOctets = true;
     for (let i = 0; i < messages.length; i++) {
       if (pacer.tick()) await pacer.yield();
       const m = messages[i];
@@ -355,16 +357,18 @@ async function scanMailbox(maildir: string, settleMs: number, recorded: Recorded
       if (got === null) continue;
       if (got === 'counted') counted++;
       if (uidls && kept < i) uidls.copyWithin(kept * UIDL_LENGTH, i * UIDL_LENGTH, (i + 1) * UIDL_LENGTH);
+      sameOctets &&= m.octets === inOrder?.octets[kept];
+      runs.add(m);
       messages[kept++] = m;
     }
     messages.length = kept;
-    const current = inOrder ? kept === inOrder.octets.length && messages.every((m, i) => m.octets === inOrder.octets[i]) : cache!.bad === 0 && sameEntries(cache!.entries, messages);
+    const current = inOrder ? kept === inOrder.octets.length && sameOctets : cache!.bad === 0 && sameEntries(cache!.entries, messages);
     const digest = current ? (inOrder?.digest ?? cache!.digest) : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
     if (writer) {
       if (digest === null) writer.drop();
       else {
         const settled = (d: Stamp): boolean => isSettled(d, writer.sinceNs, settleMs);
-        writer.commit({ cur: stamps.cur, curSettled: settled(stamps.cur), new: stamps.new, newSettled: settled(stamps.new), popcache: digest, runs: runsOf(messages) });
+        writer.commit({ cur: stamps.cur, curSettled: settled(stamps.cur), new: stamps.new, newSettled: settled(stamps.new), popcache: digest, runs: runs.runs });
       }
     }
     return mailboxIndex(new ListedMessages(messages, uidls?.subarray(0, kept * UIDL_LENGTH) ?? null), { inNew: countInNew(messages), counted, rewritten: !current, listing: 'scan' });
@@ -449,6 +453,7 @@ async function fromState(maildir: string, state: State, recorded: RecordedLines,
     }
     const { messages, origin } = newKnown ? { messages: all, origin: all.map((_, i) => i) } : withNewRead(all, fresh);
     const uidls = Buffer.allocUnsafe(messages.length * UIDL_LENGTH);
+    const runs = new RunsBuilder();
     let counted = 0;
     let kept = 0;
     for (let i = 0; i < messages.length; i++) {
@@ -462,11 +467,12 @@ async function fromState(maildir: string, state: State, recorded: RecordedLines,
       if (at >= 0) lines.copyUidl(at, uidls, kept * UIDL_LENGTH);
       else uidls.write(uidlOf(m.unique), kept * UIDL_LENGTH, 'latin1');
       origin[kept] = at;
+      runs.add(m);
       messages[kept++] = m;
     }
     messages.length = kept;
     const current = tail.bad === 0 && kept === lines.length + tail.entries.size && sameAsFile(messages, origin, recorded);
-    commit(current ? recorded.digest : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer), runsOf(messages));
+    commit(current ? recorded.digest : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer), runs.runs);
     return mailboxIndex(new ListedMessages(messages, uidls.subarray(0, kept * UIDL_LENGTH)), {
       inNew: countInNew(messages),
       counted,
