@@ -1,15 +1,20 @@
 /**
  * Sessions sharing a worker (-W uid): while one user's session opens a
- * 100,000-message mailbox (first open, all in new/; then LIST and UIDL) or
- * streams a 10 MB RETR, another session of the same uid sends NOOP after
+ * 100,000-message mailbox (first open, all in new/; then LIST and UIDL; a
+ * session silent until its mail has moved to cur/; once the maildir has
+ * settled, the first later open, which lists cur/, and the next, which
+ * trusts popcache.state) or streams a 10 MB RETR, another session of the
+ * same uid sends NOOP after
  * NOOP. Its answer times say how long the shared event loop was held: the
  * target is tens of milliseconds at most. Three users of one uid: one
  * worker serves them all.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { STATE_SETTLE_MS } from '@popd/shared/params';
 import * as load from './loadclient';
 import { pct } from './stats';
+import { emptied } from './wait';
 
 const testLib = (name: string): string => path.join(__dirname, '..', '..', 'test', 'dist', 'lib', name);
 const { PopdFixture } = require(testLib('popd')) as typeof import('../test/lib/popd');
@@ -74,7 +79,18 @@ export async function main(): Promise<void> {
     const listed = await load.timedMulti(open.c, 'LIST');
     const uidl = await load.timedMulti(open.c, 'UIDL');
     lines.push(row(`LIST + UIDL of ${BIG}: ${(listed.ms + uidl.ms).toFixed(0)} ms`, await n.stop()));
+    n = noops(other);
+    const t1 = performance.now();
+    await emptied(path.join(p.maildir('big'), 'new'));
+    lines.push(row(`the first session silent until new/ is empty: ${(performance.now() - t1).toFixed(0)} ms`, await n.stop()));
     await load.quit(open.c);
+    await new Promise((r) => setTimeout(r, STATE_SETTLE_MS + 500));
+    for (const what of ['the first later open (lists cur/)', 'a later open (popcache.state)']) {
+      n = noops(other);
+      const later = await load.timedOpen(p.tlsPort, users[0]);
+      lines.push(row(`login to STAT, ${what}: ${later.ms.toFixed(0)} ms`, await n.stop()));
+      await load.quit(later.c);
+    }
 
     const ten = await load.session(p.tlsPort, users[1]);
     n = noops(other);

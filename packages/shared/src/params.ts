@@ -122,6 +122,15 @@ export const SLICE_MS = 10;
  * a slice of work ends before its next command arrives.
  */
 export const QUIET_MS = 20;
+/**
+ * The maildir's record (popcache.state) trusts a listing of cur/ or new/
+ * only if the directory had not changed for this long before the listing
+ * began, by the filesystem's clock: two changes within one tick of it leave
+ * the same mtime, and a tick is a few ms on ext4 and tmpfs, 1 s or 2 s on
+ * others. Dovecot's rule for its maildir index; so the first open after a
+ * change lists the directories again, the next ones need not.
+ */
+export const STATE_SETTLE_MS = 2000;
 
 // ---- popctl ----
 

@@ -14,6 +14,9 @@
  * that ends before the move is done leaves the rest in new/, served from
  * there next time.
  *
+ * An open that finds cur/ as the record beside popcache (state.ts) left it
+ * does not read it: the record says what the last listing found there.
+ *
  * The work of a session on a large mailbox (100,000 entries to list, sort,
  * compare with popcache, rename, delete) yields to the event loop every
  * SLICE_MS (pacer.ts): one worker process serves many sessions.
@@ -21,12 +24,29 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
+import zlib from 'node:zlib';
 import { WireSize } from './wire';
-import { curName, isSafeName, newBaseName, parseName, withSizes } from './uniquename';
-import { CacheEntry, POPCACHE, UIDL_LENGTH, appendPopcache, readPopcache, readPopcacheInOrder, writePopcacheAtomic } from './popcache';
+import { curName, isSafeName, newBaseName, parseName, timeOf, withSizes } from './uniquename';
+import {
+  CacheEntry,
+  POPCACHE,
+  PopcacheDigest,
+  RecordedLines,
+  UIDL_LENGTH,
+  appendPopcache,
+  readPopcache,
+  readPopcacheInOrder,
+  readRecordedLines,
+  recordedInOrder,
+  uidlOf,
+  writePopcacheAtomic,
+} from './popcache';
+import { ListedMessages, Message, MessageList, RecordedMessages } from './messages';
+import { Run, RunsBuilder, Stamp, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
 import { Pacer } from './pacer';
 import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
 import { fsyncDir, isTransient } from './fsutil';
+import { STATE_SETTLE_MS } from '@popd/shared/params';
 
 export const SUBDIRS = ['cur', 'new', 'tmp'] as const;
 /** Maildir convention: files left in tmp/ this long are debris of a crashed delivery. */
@@ -150,20 +170,7 @@ export async function deliver(
   return out;
 }
 
-export type Subdir = 'cur' | 'new';
-
-export interface Message {
-  /** The unique name (before ":"), what UIDL hashes. */
-  unique: string;
-  /** Where the file is: new/ until a session moves it to cur/. */
-  dir: Subdir;
-  /** Current file name in dir. */
-  file: string;
-  /** Wire octets (LIST/STAT). */
-  octets: number;
-  /** Delivery time, microseconds since the epoch (for ordering). */
-  time: number;
-}
+export type { Message, MessageList, Subdir };
 
 /** Delivery order: time, ties broken by name. */
 export function compareMessages(a: Message, b: Message): number {
@@ -206,19 +213,18 @@ export async function inDeliveryOrder(listed: readonly Message[], pacer = new Pa
 }
 
 export interface MailboxIndex {
-  messages: Message[];
-  /**
-   * The messages' UIDLs, UIDL_LENGTH octets each, in order, when popcache
-   * held them all (checked against the names); null when they are to be
-   * computed as asked for.
-   */
-  uidls: Buffer | null;
+  /** The messages in order, with their sizes and UIDLs. */
+  list: MessageList;
+  /** list.all(): every message made (a session asks list for what it needs). */
+  readonly messages: Message[];
   /** Messages served from new/ (for moveToCur once the client has its +OK). */
   inNew: number;
   /** Messages whose size had to be counted by reading them. */
   counted: number;
   /** Whether popcache was rewritten. */
   rewritten: boolean;
+  /** What the open read to list the messages: both directories, new/ only (cur/ as recorded), or neither. */
+  listing: 'scan' | 'new' | 'record';
 }
 
 /** Largest read when counting a file. */
@@ -293,50 +299,280 @@ function removeStaleTmp(maildir: string, now: number): void {
  * new/ and cur/, reconciles popcache with them, and rewrites it unless it
  * already holds exactly the messages served, in order. Moves nothing: the
  * caller runs moveToCur once the client has its answer. A corrupt popcache
- * is rebuilt, never fatal.
+ * is rebuilt, never fatal. When cur/ (and new/) are as the record left them
+ * and popcache still starts with the bytes it recorded, they are not read
+ * again; settleMs is the record's margin (state.ts), for tests.
  */
-export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: number; now?: number } = {}): Promise<MailboxIndex> {
-  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now()));
+export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: number; now?: number; settleMs?: number } = {}): Promise<MailboxIndex> {
+  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now(), opts.settleMs ?? STATE_SETTLE_MS));
 }
 
 /** Octets of a message whose name has no W=, until popcache or a count tells them. */
 const UNKNOWN = -1;
 
-async function indexMailbox(maildir: string, now: number): Promise<MailboxIndex> {
+async function indexMailbox(maildir: string, now: number, settleMs: number): Promise<MailboxIndex> {
   const pacer = new Pacer();
   ensureMaildir(maildir);
   removeStaleTmp(maildir, now);
-  const messages = await listMessages(maildir, pacer);
-  // Also in order after new mail when popmda appended its lines (in delivery order, as usual).
-  const inOrder = await readPopcacheInOrder(maildir, messages, pacer);
-  const cache = inOrder ? null : await readPopcache(maildir, pacer);
-  const uidls = inOrder?.uidls ?? null;
-  let counted = 0;
-  let kept = 0;
-  for (let i = 0; i < messages.length; i++) {
-    if (pacer.tick()) await pacer.yield();
-    const m = messages[i];
-    const cached = inOrder ? inOrder.octets[i] : cache!.entries.get(m.unique);
-    // When the cache and the name's W= disagree, one was tampered with: count the file itself.
-    if (cached !== undefined) m.octets = m.octets === UNKNOWN || m.octets === cached ? cached : UNKNOWN;
-    if (m.octets === UNKNOWN) {
-      try {
-        m.octets = (await countWireOctets(path.join(maildir, m.dir, m.file), pacer)).octets;
-      } catch (err) {
-        if (isUnservable(err)) continue;
-        throw err;
-      }
-      counted++;
+  const state = readState(maildir);
+  const recorded = state && (await readRecordedLines(maildir, state.count, state.popcache, pacer));
+  if (recorded && state!.curSettled && sameStamp(state!.cur, stampDir(maildir, 'cur'))) return fromState(maildir, state!, recorded, settleMs, pacer);
+  return scanMailbox(maildir, settleMs, recorded, pacer);
+}
+
+function mailboxIndex(list: MessageList, o: Omit<MailboxIndex, 'list' | 'messages'>): MailboxIndex {
+  return {
+    list,
+    get messages() {
+      return list.all();
+    },
+    ...o,
+  };
+}
+
+/**
+ * Lists both directories and reconciles popcache with them (its lines that
+ * a record vouches for, recorded, are not checked again); records the
+ * listing, and which directories had settled.
+ */
+async function scanMailbox(maildir: string, settleMs: number, recorded: RecordedLines | null, pacer: Pacer): Promise<MailboxIndex> {
+  // Before the stamps: the record's clock starts first.
+  const writer = StateWriter.begin(maildir);
+  try {
+    const stamps = { cur: stampDir(maildir, 'cur'), new: stampDir(maildir, 'new') };
+    const messages = await listMessages(maildir, pacer);
+    // Also in order after new mail when popmda appended its lines (in delivery order, as usual).
+    const inOrder = (recorded && (await recordedInOrder(recorded, messages, pacer))) ?? (await readPopcacheInOrder(maildir, messages, pacer));
+    const cache = inOrder ? null : await readPopcache(maildir, pacer);
+    const uidls = inOrder?.uidls ?? null;
+    const runs = new RunsBuilder();
+    let counted = 0;
+    let kept = 0;
+    let sameOctets = true;
+    for (let i = 0; i < messages.length; i++) {
+      if (pacer.tick()) await pacer.yield();
+      const m = messages[i];
+      const cached = inOrder ? inOrder.octets[i] : cache!.entries.get(m.unique);
+      const got = agrees(m, cached) ? 'known' : await settleOctets(maildir, m, cached, pacer);
+      if (got === null) continue;
+      if (got === 'counted') counted++;
+      if (uidls && kept < i) uidls.copyWithin(kept * UIDL_LENGTH, i * UIDL_LENGTH, (i + 1) * UIDL_LENGTH);
+      sameOctets &&= m.octets === inOrder?.octets[kept];
+      runs.add(m);
+      messages[kept++] = m;
     }
-    if (uidls && kept < i) uidls.copyWithin(kept * UIDL_LENGTH, i * UIDL_LENGTH, (i + 1) * UIDL_LENGTH);
-    messages[kept++] = m;
+    messages.length = kept;
+    const current = inOrder ? kept === inOrder.octets.length && sameOctets : cache!.bad === 0 && sameEntries(cache!.entries, messages);
+    const digest = current ? (inOrder?.digest ?? cache!.digest) : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
+    if (writer) {
+      if (digest === null) writer.drop();
+      else {
+        const settled = (d: Stamp): boolean => isSettled(d, writer.sinceNs, settleMs);
+        writer.commit({ cur: stamps.cur, curSettled: settled(stamps.cur), new: stamps.new, newSettled: settled(stamps.new), popcache: digest, runs: runs.runs });
+      }
+    }
+    return mailboxIndex(new ListedMessages(messages, uidls?.subarray(0, kept * UIDL_LENGTH) ?? null), { inNew: countInNew(messages), counted, rewritten: !current, listing: 'scan' });
+  } finally {
+    writer?.abandon();
   }
-  messages.length = kept;
-  const current = inOrder ? kept === inOrder.octets.length && messages.every((m, i) => m.octets === inOrder.octets[i]) : cache!.bad === 0 && sameEntries(cache!.entries, messages);
-  if (!current) await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
-  let inNew = 0;
-  for (const m of messages) if (m.dir === 'new') inNew++;
-  return { messages, uidls: uidls?.subarray(0, kept * UIDL_LENGTH) ?? null, inNew, counted, rewritten: !current };
+}
+
+/** Gives m the octets of its popcache line when its name's W= has none or the same: what settleOctets does for most messages, without an await for each of 100,000. */
+function agrees(m: Message, cached: number | undefined): boolean {
+  if (cached === undefined || (m.octets !== UNKNOWN && m.octets !== cached)) return false;
+  m.octets = cached;
+  return true;
+}
+
+/**
+ * Gives m the octets of its popcache line (cached) unless its name's W=
+ * says otherwise, when one of them was tampered with: then, or without
+ * either, the file is counted. Null when it cannot be (gone, not a regular
+ * file): the message is not served.
+ */
+async function settleOctets(maildir: string, m: Message, cached: number | undefined, pacer: Pacer): Promise<'known' | 'counted' | null> {
+  if (cached !== undefined) m.octets = m.octets === UNKNOWN || m.octets === cached ? cached : UNKNOWN;
+  if (m.octets !== UNKNOWN) return 'known';
+  try {
+    m.octets = (await countWireOctets(path.join(maildir, m.dir, m.file), pacer)).octets;
+  } catch (err) {
+    if (isUnservable(err)) return null;
+    throw err;
+  }
+  return 'counted';
+}
+
+function countInNew(messages: readonly Message[]): number {
+  let n = 0;
+  for (const m of messages) if (m.dir === 'new') n++;
+  return n;
+}
+
+/** The delivery time of a message whose name has none: its file's mtime, in microseconds; null when it is not a regular file to serve. */
+function untimed(maildir: string, dir: Subdir, file: string): number | null {
+  try {
+    const st = fs.lstatSync(path.join(maildir, dir, file));
+    return st.isFile() ? Math.floor(st.mtimeMs * 1000) : null;
+  } catch (err) {
+    if (isUnservable(err)) return null;
+    throw err;
+  }
+}
+
+/**
+ * An open whose cur/ is as the record left it: the messages are the
+ * record's, except that new/ is read again unless it too is as recorded
+ * (and settled then). popcache's recorded lines are taken as they are;
+ * lines appended since are checked, and popcache is rewritten unless it
+ * holds exactly the messages served, in order.
+ */
+async function fromState(maildir: string, state: State, recorded: RecordedLines, settleMs: number, pacer: Pacer): Promise<MailboxIndex> {
+  const { lines, tail } = recorded;
+  const list = new RecordedMessages(maildir, lines, state.runs);
+  const newKnown = state.newSettled && sameStamp(state.new, stampDir(maildir, 'new'));
+  if (newKnown && tail.entries.size === 0 && tail.bad === 0) {
+    const inNew = state.runs.reduce((n, r) => n + (r.dir === 'new' ? r.count : 0), 0);
+    return mailboxIndex(list, { inNew, counted: 0, rewritten: false, listing: 'record' });
+  }
+  const writer = StateWriter.begin(maildir);
+  try {
+    const newStamp = newKnown ? state.new : stampDir(maildir, 'new');
+    const fresh = newKnown ? [] : onePerName(await inDeliveryOrder(await listDir(maildir, 'new', pacer), pacer));
+    const commit = (digest: PopcacheDigest, runs: Run[]): void =>
+      writer?.commit({ cur: state.cur, curSettled: true, new: newStamp, newSettled: isSettled(newStamp, writer.sinceNs, settleMs), popcache: digest, runs });
+    const after = newKnown ? null : await newAfterRecorded(maildir, recorded, list, fresh, pacer);
+    if (after) {
+      commit(after.digest, [...state.runs, ...runsOf(after.messages)]);
+      const withNew = new RecordedMessages(maildir, lines, state.runs, after.messages);
+      return mailboxIndex(withNew, { inNew: withNew.inNew().length, counted: after.counted, rewritten: false, listing: 'new' });
+    }
+    const all: Message[] = [];
+    for (let i = 0; i < list.length; i++) {
+      if (pacer.tick()) await pacer.yield();
+      all.push(list.message(i));
+    }
+    const { messages, origin } = newKnown ? { messages: all, origin: all.map((_, i) => i) } : withNewRead(all, fresh);
+    const uidls = Buffer.allocUnsafe(messages.length * UIDL_LENGTH);
+    const runs = new RunsBuilder();
+    let counted = 0;
+    let kept = 0;
+    for (let i = 0; i < messages.length; i++) {
+      if (pacer.tick()) await pacer.yield();
+      const m = messages[i];
+      const at = origin[i];
+      const cached = at >= 0 ? lines.octets[at] : tail.entries.get(m.unique);
+      const got = agrees(m, cached) ? 'known' : await settleOctets(maildir, m, cached, pacer);
+      if (got === null) continue;
+      if (got === 'counted') counted++;
+      if (at >= 0) lines.copyUidl(at, uidls, kept * UIDL_LENGTH);
+      else uidls.write(uidlOf(m.unique), kept * UIDL_LENGTH, 'latin1');
+      origin[kept] = at;
+      runs.add(m);
+      messages[kept++] = m;
+    }
+    messages.length = kept;
+    const current = tail.bad === 0 && kept === lines.length + tail.entries.size && sameAsFile(messages, origin, recorded);
+    commit(current ? recorded.digest : await writePopcacheAtomic(maildir, messages.map(toEntry), pacer), runs.runs);
+    return mailboxIndex(new ListedMessages(messages, uidls.subarray(0, kept * UIDL_LENGTH)), {
+      inNew: countInNew(messages),
+      counted,
+      rewritten: !current,
+      listing: newKnown ? 'record' : 'new',
+    });
+  } finally {
+    writer?.abandon();
+  }
+}
+
+/**
+ * New mail in the usual case: what the record placed in new/ is still
+ * there under the same names, and every other message now there (in
+ * fresh, in delivery order) has a time in its name and comes after the
+ * last recorded one. Then the messages are the recorded ones (still made
+ * only when asked for) followed by the new ones, whose popcache lines
+ * popmda appended, or are appended here for mail another agent delivered
+ * (with sizes from W= or counted). Null in any other case, for the general
+ * merge and a rewrite.
+ */
+async function newAfterRecorded(
+  maildir: string,
+  recorded: RecordedLines,
+  list: RecordedMessages,
+  fresh: Message[],
+  pacer: Pacer,
+): Promise<{ messages: Message[]; digest: PopcacheDigest; counted: number } | null> {
+  const { tail } = recorded;
+  if (tail.bad > 0) return null;
+  const known = new Map(list.inNew().map((m) => [m.unique, m.file]));
+  const added = fresh.filter((m) => known.get(m.unique) !== m.file);
+  if (fresh.length - added.length !== known.size || added.some((m) => timeOf(m.unique) === undefined)) return null;
+  if (added.length > 0 && list.length > 0 && compareMessages(list.message(list.length - 1), added[0]) >= 0) return null;
+  const messages: Message[] = [];
+  let counted = 0;
+  for (const m of added) {
+    const cached = tail.entries.get(m.unique);
+    const got = agrees(m, cached) ? 'known' : await settleOctets(maildir, m, cached, pacer);
+    if (got === null) continue;
+    if (got === 'counted') counted++;
+    messages.push(m);
+  }
+  if (tail.entries.size > 0) {
+    // popmda's lines: exactly these messages, in order.
+    if (tail.entries.size !== messages.length) return null;
+    let i = 0;
+    for (const [name, octets] of tail.entries) if (messages[i].unique !== name || messages[i++].octets !== octets) return null;
+    return { messages, digest: recorded.digest, counted };
+  }
+  if (messages.length === 0) return { messages, digest: recorded.digest, counted };
+  const lines = appendPopcache(maildir, ...messages.map(toEntry));
+  return { messages, digest: { size: recorded.digest.size + lines.length, crc: zlib.crc32(lines, recorded.digest.crc) }, counted };
+}
+
+/**
+ * Whether popcache's lines (the recorded ones, then those appended) are
+ * these messages with these octets, in order; origin[i] is the recorded
+ * line message i came from, or -1.
+ */
+function sameAsFile(messages: readonly Message[], origin: readonly number[], recorded: RecordedLines): boolean {
+  const n = recorded.lines.length;
+  for (let i = 0; i < n; i++) if (origin[i] !== i || messages[i].octets !== recorded.lines.octets[i]) return false;
+  let i = n;
+  for (const [name, octets] of recorded.tail.entries) {
+    const m = messages[i++];
+    if (m.unique !== name || m.octets !== octets) return false;
+  }
+  return true;
+}
+
+/**
+ * The recorded messages of cur/ with new/'s as listed now (fresh, in
+ * delivery order, one per name) merged in, as listMessages would order
+ * them: by time, then name; a name in both directories is served from new/
+ * only. origin[i] is the recorded line of message i (-1 for mail new since
+ * the record), so that its popcache line and uidl are used as they are.
+ */
+function withNewRead(recorded: readonly Message[], fresh: readonly Message[]): { messages: Message[]; origin: number[] } {
+  const wasNew = new Map<string, number>();
+  recorded.forEach((m, i) => {
+    if (m.dir === 'new') wasNew.set(m.unique, i);
+  });
+  const inNew = new Set(fresh.map((f) => f.unique));
+  const messages: Message[] = [];
+  const origin: number[] = [];
+  const addRecorded = (r: number): void => {
+    const m = recorded[r];
+    if (m.dir !== 'cur' || inNew.has(m.unique)) return;
+    messages.push(m);
+    origin.push(r);
+  };
+  let r = 0;
+  for (const f of fresh) {
+    for (; r < recorded.length && compareMessages(recorded[r], f) < 0; r++) addRecorded(r);
+    messages.push(f);
+    origin.push(wasNew.get(f.unique) ?? -1);
+  }
+  for (; r < recorded.length; r++) addRecorded(r);
+  return { messages, origin };
 }
 
 /** Whether popcache's entries, in file order, are these messages with these octets: what a rewrite would write. */
@@ -352,33 +588,35 @@ function sameEntries(entries: Map<string, number>, messages: Message[]): boolean
 
 /** The messages of new/ and cur/ in delivery order, one per unique name, with the octets of W= (else UNKNOWN). */
 async function listMessages(maildir: string, pacer: Pacer): Promise<Message[]> {
-  const listed: Message[] = [];
-  // Two files for one unique name (a copy with other flags): serve the first listed only. A time taken
-  // from the name makes such files neighbours after the sort; those without one are caught here.
-  const untimed = new Set<string>();
   // new/ first: a message another program (an IMAP server) moves to cur/ meanwhile is then listed once or twice, never missed.
-  for (const dir of ['new', 'cur'] as const) {
-    for (const file of regularFiles(path.join(maildir, dir))) {
-      if (pacer.tick()) await pacer.yield();
-      const p = parseName(file);
-      if (p.unique === '') continue;
-      let time = p.time;
-      if (time === undefined) {
-        if (untimed.has(p.unique)) continue;
-        untimed.add(p.unique);
-        try {
-          const st = fs.lstatSync(path.join(maildir, dir, file));
-          if (!st.isFile()) continue;
-          time = Math.floor(st.mtimeMs * 1000);
-        } catch (err) {
-          if (isUnservable(err)) continue;
-          throw err;
-        }
-      }
-      listed.push({ unique: p.unique, dir, file, octets: p.wsize ?? UNKNOWN, time });
-    }
-  }
+  // Two files for one unique name (a copy with other flags): the first listed is served (onePerName).
+  const untimedSeen = new Set<string>();
+  const listed = [...(await listDir(maildir, 'new', pacer, untimedSeen)), ...(await listDir(maildir, 'cur', pacer, untimedSeen))];
   return onePerName(await inDeliveryOrder(listed, pacer));
+}
+
+/**
+ * The messages of one directory, as listed. A time taken from the name makes two
+ * files of one name neighbours after the sort (onePerName drops the
+ * second); of those without one only the first listed is kept here
+ * (untimedSeen, shared by both directories).
+ */
+async function listDir(maildir: string, dir: Subdir, pacer: Pacer, untimedSeen = new Set<string>()): Promise<Message[]> {
+  const listed: Message[] = [];
+  for (const file of regularFiles(path.join(maildir, dir))) {
+    if (pacer.tick()) await pacer.yield();
+    const p = parseName(file);
+    if (p.unique === '') continue;
+    let time = p.time ?? null;
+    if (time === null) {
+      if (untimedSeen.has(p.unique)) continue;
+      untimedSeen.add(p.unique);
+      time = untimed(maildir, dir, file);
+      if (time === null) continue;
+    }
+    listed.push({ unique: p.unique, dir, file, octets: p.wsize ?? UNKNOWN, time });
+  }
+  return listed;
 }
 
 function toEntry(m: Message): CacheEntry {
@@ -557,8 +795,8 @@ async function countUnknown(maildir: string, found: Map<string, Message>, pacer:
 /**
  * Rebuilds popcache from new/ and cur/ (popctl reindex), counting the wire
  * octets of every message rather than trusting names or the old cache, and
- * moving nothing. The caller holds the maildrop lock, so no session moves or
- * deletes files meanwhile. Counting happens without the popcache lock so that
+ * moving nothing, and removes the record beside it. The caller holds the
+ * maildrop lock, so no session moves or deletes files meanwhile. Counting happens without the popcache lock so that
  * deliveries are not held up; the lock is taken only to count what arrived in
  * the meantime and to replace the file.
  */
@@ -574,6 +812,8 @@ export async function rebuildPopcache(maildir: string, opts: { lockTimeoutMs?: n
     const old = (await readPopcache(maildir, pacer)).entries;
     const messages = await inDeliveryOrder([...found.values()], pacer);
     const fixed = messages.filter((m) => old.get(m.unique) !== m.octets).length;
+    // Before popcache changes: the next open lists both directories whatever the record said.
+    removeState(maildir);
     await writePopcacheAtomic(maildir, messages.map(toEntry), pacer);
     return { messages: messages.length, fixed };
   });

@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import zlib from 'node:zlib';
 import { isSafeName } from './uniquename';
 import { fsyncDir } from './fsutil';
 import { Pacer } from './pacer';
@@ -34,6 +35,17 @@ export interface ParsedCache {
   entries: Map<string, number>;
   /** Lines that were skipped (corrupt, truncated, duplicate). */
   bad: number;
+}
+
+/**
+ * What the record (state.ts) keeps of popcache: its size and the CRC-32 of
+ * those bytes. A later open that finds the same bytes at the start of the
+ * file knows their lines without checking them again: 2.6 ms for 100,000
+ * lines, against 37 ms to hash their names.
+ */
+export interface PopcacheDigest {
+  size: number;
+  crc: number;
 }
 
 /** Octets of a UIDL: 64 lowercase hex digits. Exported apart, so that this module's hot loops read a local constant, not exports.UIDL_LENGTH. */
@@ -179,11 +191,19 @@ export const MAX_POPCACHE_BYTES = 256 * 1024 * 1024;
 
 /**
  * Feeds popcache to read in pieces until it returns false, yielding between
- * pieces when the slice is used up. Returns false when there is no
- * popcache, and null when the file is not one to read: a symlink, not a
- * regular file, or larger than any real one.
+ * pieces when the slice is used up. Returns the digest of what it read (of
+ * the whole file unless read stopped it; its crc only with crc), false when
+ * there is no popcache, and null when the file is not one to read: a
+ * symlink, not a regular file, larger than any real one, or smaller than
+ * minSize. Each piece is a new buffer with fresh (read may keep it), else
+ * one buffer is read into again and again.
  */
-async function readPieces(maildir: string, read: (piece: Buffer) => boolean, pacer: Pacer): Promise<boolean | null> {
+async function readPieces(
+  maildir: string,
+  read: (piece: Buffer) => boolean,
+  pacer: Pacer,
+  opts: { minSize?: number; crc?: boolean; fresh?: boolean } = {},
+): Promise<PopcacheDigest | false | null> {
   const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
   let fd: number;
   try {
@@ -197,20 +217,25 @@ async function readPieces(maildir: string, read: (piece: Buffer) => boolean, pac
   }
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES) return null;
-    const piece = Buffer.allocUnsafe(256 * 1024);
+    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES || st.size < (opts.minSize ?? 0)) return null;
+    const PIECE = 256 * 1024;
+    let piece = Buffer.allocUnsafe(Math.min(PIECE, st.size));
+    const digest: PopcacheDigest = { size: 0, crc: 0 };
     // No further than the size seen: a file its owner keeps appending to must not keep a login reading.
     for (let left = st.size, n; left > 0 && (n = fs.readSync(fd, piece, 0, Math.min(piece.length, left), null)) > 0; left -= n) {
+      digest.size += n;
+      if (opts.crc ?? true) digest.crc = zlib.crc32(piece.subarray(0, n), digest.crc);
       if (!read(piece.subarray(0, n))) break;
+      if (opts.fresh) piece = Buffer.allocUnsafe(Math.min(PIECE, left - n));
       if (pacer.due()) await pacer.yield();
     }
-    return true;
+    return digest;
   } finally {
     fs.closeSync(fd);
   }
 }
 
-export async function readPopcache(maildir: string, pacer = new Pacer()): Promise<ParsedCache> {
+export async function readPopcache(maildir: string, pacer = new Pacer()): Promise<ParsedCache & { digest: PopcacheDigest | null }> {
   const p = new PopcacheParser();
   const found = await readPieces(
     maildir,
@@ -220,8 +245,8 @@ export async function readPopcache(maildir: string, pacer = new Pacer()): Promis
     },
     pacer,
   );
-  if (found === null) return { entries: new Map(), bad: 1 };
-  return p.end();
+  if (found === null) return { entries: new Map(), bad: 1, digest: null };
+  return { ...p.end(), digest: found || null };
 }
 
 export interface InOrder {
@@ -229,6 +254,7 @@ export interface InOrder {
   octets: number[];
   /** Each line's uidl, UIDL_LENGTH octets each: checked against the name here, kept so that UIDL need not hash again. */
   uidls: Buffer;
+  digest: PopcacheDigest;
 }
 
 /**
@@ -263,7 +289,186 @@ export async function readPopcacheInOrder(maildir: string, expected: readonly { 
     },
     pacer,
   );
-  return found && same && !lines.end() && octets.length === expected.length ? { octets, uidls } : null;
+  return found && same && !lines.end() && octets.length === expected.length ? { octets, uidls, digest: found } : null;
+}
+
+/** The shortest valid line: a one-character name, one digit, two spaces, the uidl and "\n". */
+const MIN_LINE = UIDL_LENGTH + 5;
+const LF = 0x0a;
+
+/**
+ * popcache lines where they lie in the pieces of the file that were read:
+ * for each line, which piece, where its name starts and ends and where its
+ * uidl starts, and its octets. Nothing is copied and no string made until
+ * asked for: a later open of 100,000 messages indexes 12.7 MB of lines in
+ * about 3 ms, where making their names and copying their uidls took 30.
+ */
+export class LineIndex {
+  readonly octets: Float64Array;
+  private readonly piece: Uint32Array;
+  private readonly start: Uint32Array;
+  private readonly nameEnd: Uint32Array;
+  private readonly uidlAt: Uint32Array;
+  private n = 0;
+
+  constructor(
+    /** The pieces the lines lie in (kept: the file may change after the read). */
+    private readonly pieces: Buffer[],
+    capacity: number,
+  ) {
+    this.octets = new Float64Array(capacity);
+    this.piece = new Uint32Array(capacity);
+    this.start = new Uint32Array(capacity);
+    this.nameEnd = new Uint32Array(capacity);
+    this.uidlAt = new Uint32Array(capacity);
+  }
+
+  get length(): number {
+    return this.n;
+  }
+
+  /**
+   * Indexes the line b[start, end) (without its "\n") of pieces[p]: "name SP
+   * octets SP uidl" with a non-empty name and octets of 1 to 15 digits.
+   * False when it is not so, or when the index is full. The name and uidl
+   * are not checked: lines indexed so are ones this program wrote or checked.
+   */
+  add(p: number, b: Buffer, start: number, end: number): boolean {
+    const sp2 = end - UIDL_LENGTH - 1;
+    if (this.n === this.octets.length || sp2 <= start + 2 || b[sp2] !== SP) return false;
+    // Backwards over the digits: the name is the longer field, and has no space.
+    let sp1 = sp2 - 1;
+    let v = 0;
+    for (let unit = 1, c = b[sp1]; c >= 0x30 && c <= 0x39; unit *= 10, c = b[--sp1]) v += (c - 0x30) * unit;
+    const digits = sp2 - 1 - sp1;
+    if (digits < 1 || digits > MAX_OCTETS_DIGITS || sp1 <= start || b[sp1] !== SP) return false;
+    const i = this.n++;
+    this.octets[i] = v;
+    this.piece[i] = p;
+    this.start[i] = start;
+    this.nameEnd[i] = sp1;
+    this.uidlAt[i] = sp2 + 1;
+    return true;
+  }
+
+  name(i: number): string {
+    return this.pieces[this.piece[i]].toString('latin1', this.start[i], this.nameEnd[i]);
+  }
+
+  uidl(i: number): string {
+    return this.pieces[this.piece[i]].toString('latin1', this.uidlAt[i], this.uidlAt[i] + UIDL_LENGTH);
+  }
+
+  /** Whether line i names s. */
+  isName(i: number, s: string): boolean {
+    const start = this.start[i];
+    // A string made and compared natively: faster than comparing character by character in place.
+    return this.nameEnd[i] - start === s.length && this.pieces[this.piece[i]].toString('latin1', start, this.nameEnd[i]) === s;
+  }
+
+  /** Copies the uidl of line i into buf at at; returns where it ends. */
+  copyUidl(i: number, buf: Buffer, at: number): number {
+    const b = this.pieces[this.piece[i]];
+    // A loop: Buffer.copy's checks cost more than its 64 octets.
+    for (let k = 0, from = this.uidlAt[i]; k < UIDL_LENGTH; k++) buf[at + k] = b[from + k];
+    return at + UIDL_LENGTH;
+  }
+}
+
+export interface RecordedLines {
+  /** The recorded lines, in order. */
+  lines: LineIndex;
+  /** The lines after them (appended since, by popmda), each checked; in file order unless one name came twice (then bad > 0). */
+  tail: ParsedCache;
+  /** The digest of the whole file as read. */
+  digest: PopcacheDigest;
+}
+
+/**
+ * Reads popcache when a record (state.ts) says that its first recorded.size
+ * bytes, with that CRC-32, are `count` lines this process wrote or checked:
+ * those are indexed in place, without checking their names and uidls
+ * again; the lines after them (what popmda appended since) with every
+ * check. Null when the file does not start with those bytes (rewritten,
+ * edited, shorter, gone), when it is not one to read, or when a recorded
+ * line does not have the form of one.
+ */
+export async function readRecordedLines(maildir: string, count: number, recorded: PopcacheDigest, pacer = new Pacer()): Promise<RecordedLines | null> {
+  if (count > recorded.size / MIN_LINE || recorded.size > MAX_POPCACHE_BYTES) return null;
+  const pieces: Buffer[] = [];
+  const lines = new LineIndex(pieces, count);
+  const rest = new PopcacheParser();
+  let ok = true;
+  /** The start of a line that the next piece continues. */
+  let carry = EMPTY;
+  /** Indexes the recorded lines of b, a piece now kept; returns false at a malformed or surplus one. */
+  const index = (b: Buffer): boolean => {
+    let from = 0;
+    if (carry.length > 0) {
+      const first = b.indexOf(LF);
+      if (first === -1) {
+        carry = Buffer.concat([carry, b]);
+        return carry.length <= MAX_LINE;
+      }
+      const joined = Buffer.concat([carry, b.subarray(0, first)]);
+      pieces.push(joined);
+      if (!lines.add(pieces.length - 1, joined, 0, joined.length)) return false;
+      from = first + 1;
+    }
+    pieces.push(b);
+    const p = pieces.length - 1;
+    for (let nl = b.indexOf(LF, from); nl !== -1; from = nl + 1, nl = b.indexOf(LF, from)) if (!lines.add(p, b, from, nl)) return false;
+    carry = from < b.length ? Buffer.from(b.subarray(from)) : EMPTY;
+    return carry.length <= MAX_LINE;
+  };
+  let at = 0;
+  // Of the recorded bytes, then of the whole file.
+  let crc = 0;
+  const found = await readPieces(
+    maildir,
+    (piece) => {
+      const cut = Math.max(0, Math.min(piece.length, recorded.size - at));
+      crc = zlib.crc32(piece.subarray(0, cut), crc);
+      if (cut > 0) ok &&= index(piece.subarray(0, cut));
+      at += piece.length;
+      if (cut > 0 && at >= recorded.size) ok &&= crc === recorded.crc && carry.length === 0 && lines.length === count;
+      if (ok && cut < piece.length) {
+        rest.push(piece.subarray(cut));
+        crc = zlib.crc32(piece.subarray(cut), crc);
+      }
+      return ok;
+    },
+    pacer,
+    { minSize: recorded.size, crc: false, fresh: true },
+  );
+  if (!found || !ok || found.size < recorded.size) return null;
+  return { lines, tail: rest.end(), digest: { size: found.size, crc } };
+}
+
+/**
+ * What readPopcacheInOrder finds, from lines a record vouches for: no name
+ * is hashed again (37 ms for 100,000). Null unless popcache's lines are
+ * exactly these names, in order.
+ */
+export async function recordedInOrder(recorded: RecordedLines, expected: readonly { unique: string }[], pacer = new Pacer()): Promise<InOrder | null> {
+  const { lines, tail } = recorded;
+  if (tail.bad > 0 || expected.length !== lines.length + tail.entries.size) return null;
+  const octets: number[] = [];
+  const uidls = Buffer.allocUnsafe(expected.length * UIDL_LENGTH);
+  for (let i = 0; i < lines.length; i++) {
+    if (pacer.tick()) await pacer.yield();
+    if (!lines.isName(i, expected[i].unique)) return null;
+    octets.push(lines.octets[i]);
+    lines.copyUidl(i, uidls, i * UIDL_LENGTH);
+  }
+  let i = lines.length;
+  for (const [name, n] of tail.entries) {
+    if (expected[i].unique !== name) return null;
+    octets.push(n);
+    uidls.write(uidlOf(name), i * UIDL_LENGTH, 'latin1');
+    i++;
+  }
+  return { octets, uidls, digest: recorded.digest };
 }
 
 // O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO planted in the maildir must neither redirect a write nor hang it.
@@ -275,14 +480,18 @@ const fsync = promisify(fs.fsync);
  * Replaces popcache atomically: temp file, fsync, rename, fsync the
  * directory. The pieces are written between yields, and the file's fsync
  * (15 MB for 100,000 messages) runs on the thread pool, off the event loop.
+ * Returns the digest of what it wrote.
  */
-export async function writePopcacheAtomic(maildir: string, entries: Iterable<CacheEntry>, pacer = new Pacer()): Promise<void> {
+export async function writePopcacheAtomic(maildir: string, entries: Iterable<CacheEntry>, pacer = new Pacer()): Promise<PopcacheDigest> {
   const tmp = path.join(maildir, `${POPCACHE}.tmp.${process.pid}`);
   const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, 0o600);
+  const digest: PopcacheDigest = { size: 0, crc: 0 };
   try {
     for (const text of popcacheText(entries)) {
       const b = Buffer.from(text, 'latin1');
       for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off);
+      digest.size += b.length;
+      digest.crc = zlib.crc32(b, digest.crc);
       if (pacer.due()) await pacer.yield();
     }
     await fsync(fd);
@@ -294,22 +503,24 @@ export async function writePopcacheAtomic(maildir: string, entries: Iterable<Cac
   fs.closeSync(fd);
   fs.renameSync(tmp, path.join(maildir, POPCACHE));
   fsyncDir(maildir);
+  return digest;
 }
 
 /**
- * Appends one entry (the caller holds the popcache lock). A failed write is
- * cut back off, so that a full disk leaves no partial line to merge with the
- * next one.
+ * Appends entries (the caller holds the popcache lock) and returns the bytes
+ * appended. A failed write is cut back off, so that a full disk leaves no
+ * partial line to merge with the next one.
  */
-export function appendPopcache(maildir: string, e: CacheEntry): void {
+export function appendPopcache(maildir: string, ...entries: CacheEntry[]): Buffer {
   const fd = fs.openSync(path.join(maildir, POPCACHE), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0o600);
   try {
     const before = fs.fstatSync(fd).size;
     try {
-      const line = Buffer.from(entryLine(e), 'latin1');
+      const line = Buffer.from(entries.map(entryLine).join(''), 'latin1');
       const n = fs.writeSync(fd, line);
       if (n !== line.length) throw Object.assign(new Error('popcache: short write'), { code: 'EIO' });
       fs.fsyncSync(fd);
+      return line;
     } catch (err) {
       try {
         fs.ftruncateSync(fd, before);

@@ -29,7 +29,7 @@ export async function writeListing(out: Output, box: Maildrop, kind: 'LIST' | 'U
   const pacer = new Pacer();
   let { buf, at } = out.room(RECORD);
   let last = at + RECORD - MAX_LINE;
-  for (let n = 1; n <= box.messages.length; n++) {
+  for (let n = 1; n <= box.total; n++) {
     if (box.isDeleted(n)) continue;
     if (at > last) {
       await out.commit(at);

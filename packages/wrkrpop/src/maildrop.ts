@@ -4,8 +4,7 @@
  * openMailbox gave, and which of them are marked deleted. Numbers never
  * change during a session; a deleted message is invisible until RSET.
  */
-import { Message } from '@popd/store/maildir';
-import { UIDL_LENGTH, uidlOf } from '@popd/store/popcache';
+import { Message, MessageList } from '@popd/store/maildir';
 
 export class Maildrop {
   private readonly deleted: Uint8Array;
@@ -15,14 +14,18 @@ export class Maildrop {
   private liveOctets: number;
 
   constructor(
-    readonly messages: Message[],
-    /** The UIDLs as the open read them from popcache (MailboxIndex.uidls), or null: computed as asked for. */
-    private readonly uidls: Buffer | null = null,
+    /** The messages as the open gave them; a message object is made only when a command needs it. */
+    readonly list: MessageList,
   ) {
-    this.deleted = new Uint8Array(messages.length);
-    this.sizes = Float64Array.from(messages, (m) => m.octets);
-    this.liveCount = messages.length;
+    this.deleted = new Uint8Array(list.length);
+    this.sizes = list.sizes;
+    this.liveCount = list.length;
     this.liveOctets = this.sizes.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** Messages numbered, deleted ones too. */
+  get total(): number {
+    return this.list.length;
   }
 
   get count(): number {
@@ -35,9 +38,9 @@ export class Maildrop {
 
   /** Message n, or the text of the -ERR answer. */
   lookup(n: number): Message | string {
-    if (n < 1 || n > this.messages.length) return `no such message, only ${this.messages.length} messages in maildrop`;
+    if (n < 1 || n > this.total) return `no such message, only ${this.total} messages in maildrop`;
     if (this.deleted[n - 1]) return `message ${n} already deleted`;
-    return this.messages[n - 1];
+    return this.list.message(n - 1);
   }
 
   /** Marks message n deleted; null on success, else the -ERR text. */
@@ -52,7 +55,7 @@ export class Maildrop {
 
   rset(): void {
     this.deleted.fill(0);
-    this.liveCount = this.messages.length;
+    this.liveCount = this.total;
     this.liveOctets = this.sizes.reduce((sum, n) => sum + n, 0);
   }
 
@@ -63,13 +66,12 @@ export class Maildrop {
 
   /** The UIDL of message n (in range). */
   uidl(n: number): string {
-    return this.uidls ? this.uidls.toString('latin1', (n - 1) * UIDL_LENGTH, n * UIDL_LENGTH) : uidlOf(this.messages[n - 1].unique);
+    return this.list.uidl(n - 1);
   }
 
   /** Writes the UIDL of message n (in range) into buf at at; returns where it ends. */
   writeUidl(n: number, buf: Buffer, at: number): number {
-    if (this.uidls) return at + this.uidls.copy(buf, at, (n - 1) * UIDL_LENGTH, n * UIDL_LENGTH);
-    return at + buf.write(uidlOf(this.messages[n - 1].unique), at, 'latin1');
+    return this.list.writeUidl(n - 1, buf, at);
   }
 
   /** Whether message n (in range) is marked deleted. */
@@ -78,6 +80,8 @@ export class Maildrop {
   }
 
   deletedMessages(): Message[] {
-    return this.messages.filter((_, i) => this.deleted[i] === 1);
+    const out: Message[] = [];
+    for (let i = 0; i < this.deleted.length; i++) if (this.deleted[i] === 1) out.push(this.list.message(i));
+    return out;
   }
 }

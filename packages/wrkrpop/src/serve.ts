@@ -51,10 +51,8 @@ async function open(o: ServeOptions): Promise<Opened> {
   }
   try {
     const index = await openMailbox(o.maildir);
-    if (index.inNew > 0 || index.counted > 0 || index.rewritten) {
-      o.log.debug(`user ${o.user}: ${index.inNew} new, ${index.counted} counted, popcache ${index.rewritten ? 'rewritten' : 'kept'}`);
-    }
-    return { lock, box: new Maildrop(index.messages, index.uidls), inNew: index.inNew };
+    o.log.debug(`user ${o.user}: ${index.inNew} new, ${index.counted} counted, popcache ${index.rewritten ? 'rewritten' : 'kept'}, listing ${index.listing}`);
+    return { lock, box: new Maildrop(index.list), inNew: index.inNew };
   } catch (err) {
     lock.release();
     o.log.err(`user ${o.user}: cannot open mailbox: ${errnoCode(err)}`);
@@ -114,7 +112,7 @@ export async function serve(io: Duplex, o: ServeOptions): Promise<Summary> {
 /** Moves what the session found in new/ to cur/ in the background (moveToCur); the function returned stops it and tells how many moved. */
 function moveInBackground(o: ServeOptions, box: Maildrop, session: Session): () => Promise<number> {
   const abort = new AbortController();
-  const moving = moveToCur(o.maildir, box.messages, { signal: abort.signal, pause: () => session.quiet() }).catch((err: unknown) => {
+  const moving = moveToCur(o.maildir, box.list.inNew(), { signal: abort.signal, pause: () => session.quiet() }).catch((err: unknown) => {
     o.log.err(`user ${o.user}: moving new mail to cur/: ${errnoCode(err)}`);
     return 0;
   });
