@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { deliver } from '@popd/store/maildir';
 import { tryLock, tryShareLock } from '@popd/store/lock';
 import { isSafeName, newBaseName, parseName } from '@popd/store/uniquename';
-import { errnoCode } from '@popd/store/fsutil';
+import { errnoCode, NotRegular, openRegular } from '@popd/store/fsutil';
 import { isRoot } from '@popd/shared/privdrop';
 import { EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL } from '@popd/shared/sysexits';
 import { mboxMessages, NotMbox } from './mbox';
@@ -36,10 +36,6 @@ interface Source {
   totalBytes: number;
   messages: AsyncIterable<SourceMessage>;
 }
-
-const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
-/** O_NOFOLLOW: a link is refused, not followed; O_NONBLOCK: a FIFO does not hang the open (fstat then refuses it). */
-const SOURCE_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK;
 
 /** Why a source cannot be opened, as a Failure. asOwner: popctl was root and is now the target maildir's owner. */
 function cannotOpen(file: string, err: unknown, asOwner: boolean): Failure {
@@ -96,15 +92,14 @@ function maildirSource(dir: string, asOwner: boolean): Source {
       let data: Buffer;
       try {
         // A symlink or FIFO put in place of a listed file is skipped, like one listed as such.
-        const fd = fs.openSync(f.file, SOURCE_FLAGS);
+        const { fd } = openRegular(f.file);
         try {
-          if (!fs.fstatSync(fd).isFile()) continue;
           data = fs.readFileSync(fd);
         } finally {
           fs.closeSync(fd);
         }
       } catch (err) {
-        if (['ENOENT', 'ELOOP', 'EMLINK'].includes(errnoCode(err))) continue; // removed or replaced meanwhile
+        if (err instanceof NotRegular || ['ENOENT', 'ELOOP', 'EMLINK'].includes(errnoCode(err))) continue; // removed or replaced meanwhile
         throw err;
       }
       position += f.size;
@@ -122,15 +117,12 @@ function maildirSource(dir: string, asOwner: boolean): Source {
  */
 function mboxSource(file: string, asOwner: boolean): Source {
   let fd: number;
+  let st: fs.Stats;
   try {
-    fd = fs.openSync(file, SOURCE_FLAGS);
+    ({ fd, st } = openRegular(file));
   } catch (err) {
+    if (err instanceof NotRegular) throw new Failure(EX_NOINPUT, `${file}: not a regular file`);
     throw cannotOpen(file, err, asOwner);
-  }
-  const st = fs.fstatSync(fd);
-  if (!st.isFile()) {
-    fs.closeSync(fd);
-    throw new Failure(EX_NOINPUT, `${file}: not a regular file`);
   }
   if (!tryShareLock(fd)) throw new Failure(EX_TEMPFAIL, `${file}: locked by a delivery, try again later`);
   const stream = st.size === 0 ? Readable.from([]) : fs.createReadStream('', { fd, start: 0, end: st.size - 1, highWaterMark: 1 << 20 });

@@ -11,6 +11,33 @@ export function fsyncDir(dir: string): void {
   }
 }
 
+/** Not a regular file (a directory, FIFO, device or socket where a file was expected). */
+export class NotRegular extends Error {
+  code = 'EFTYPE';
+  constructor(file: string) {
+    super(`${file}: not a regular file`);
+  }
+}
+
+/**
+ * Opens a file that someone else may have planted, for reading: no link is
+ * followed (ELOOP, or EMLINK on FreeBSD), a FIFO does not hang the open
+ * (O_NONBLOCK, no effect on regular files), and anything but a regular
+ * file is refused (NotRegular, after the descriptor is closed). The caller
+ * closes fd.
+ */
+export function openRegular(file: string): { fd: number; st: fs.Stats } {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new NotRegular(file);
+    return { fd, st };
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
+
 /** The errno codes that mean "try again later" for a mail delivery or a mailbox open. */
 const TRANSIENT = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'ENOMEM', 'EINTR', 'ETIMEDOUT', 'ELOCKED']);
 

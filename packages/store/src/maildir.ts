@@ -45,7 +45,7 @@ import { ListedMessages, Message, MessageList, RecordedMessages } from './messag
 import { Run, RunsBuilder, Stamp, State, StateWriter, Subdir, isSettled, readState, removeState, runsOf, sameStamp, stampDir } from './state';
 import { Pacer } from './pacer';
 import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
-import { fsyncDir, isTransient } from './fsutil';
+import { fsyncDir, isTransient, openRegular } from './fsutil';
 import { STATE_SETTLE_MS } from '@popd/shared/params';
 
 export const SUBDIRS = ['cur', 'new', 'tmp'] as const;
@@ -237,11 +237,9 @@ const COUNT_CHUNK = 256 * 1024;
  * the thread pool; a large file yields between reads.
  */
 export async function countWireOctets(file: string, pacer = new Pacer()): Promise<{ octets: number; mtimeMs: number }> {
-  // O_NONBLOCK: a FIFO swapped in after the listing must not hang the open.
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  // A FIFO or link swapped in after the listing is refused, not waited on or followed.
+  const { fd, st } = openRegular(file);
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw Object.assign(new Error(`${path.basename(file)}: not a regular file`), { code: 'EFTYPE' });
     // One read for most messages; a buffer per file, as other sessions may count meanwhile.
     const chunk = Buffer.allocUnsafe(Math.min(st.size + 1, COUNT_CHUNK));
     const w = new WireSize();

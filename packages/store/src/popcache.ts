@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { isSafeName } from './uniquename';
-import { fsyncDir } from './fsutil';
+import { fsyncDir, NotRegular, openRegular } from './fsutil';
 import { Pacer } from './pacer';
 
 export const POPCACHE = 'popcache';
@@ -204,20 +204,19 @@ async function readPieces(
   pacer: Pacer,
   opts: { minSize?: number; crc?: boolean; fresh?: boolean } = {},
 ): Promise<PopcacheDigest | false | null> {
-  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
   let fd: number;
+  let st: fs.Stats;
   try {
     // popcache is the user's file: a symlink, FIFO or device there must not redirect or hang a login.
-    fd = fs.openSync(path.join(maildir, POPCACHE), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    ({ fd, st } = openRegular(path.join(maildir, POPCACHE)));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return false;
-    if (code === 'ELOOP') return null;
+    if (code === 'ELOOP' || code === 'EMLINK' || err instanceof NotRegular) return null;
     throw err;
   }
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.size > MAX_POPCACHE_BYTES || st.size < (opts.minSize ?? 0)) return null;
+    if (st.size > MAX_POPCACHE_BYTES || st.size < (opts.minSize ?? 0)) return null;
     const PIECE = 256 * 1024;
     let piece = Buffer.allocUnsafe(Math.min(PIECE, st.size));
     const digest: PopcacheDigest = { size: 0, crc: 0 };

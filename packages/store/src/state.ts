@@ -38,6 +38,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { STATE_SETTLE_MS } from '@popd/shared/params';
+import { openRegular } from './fsutil';
 import { POPCACHE, PopcacheDigest } from './popcache';
 
 export const STATE = `${POPCACHE}.state`;
@@ -171,17 +172,16 @@ function hasSuffix(file: string, at: number, suffix: string): boolean {
 
 /** The record of maildir, or null when there is none or it is not one to trust (see above). */
 export function readState(maildir: string): State | null {
-  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
   let fd: number;
+  let st: fs.Stats;
   try {
-    fd = fs.openSync(path.join(maildir, STATE), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    ({ fd, st } = openRegular(path.join(maildir, STATE)));
   } catch {
-    // Missing, a symlink (ELOOP), unreadable: the open reads the directories.
+    // Missing, a symlink (ELOOP), not a regular file, unreadable: the open reads the directories.
     return null;
   }
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.size > MAX_STATE_BYTES) return null;
+    if (st.size > MAX_STATE_BYTES) return null;
     const b = Buffer.allocUnsafe(st.size + 1);
     let n = 0;
     for (let got; n < b.length && (got = fs.readSync(fd, b, n, b.length - n, null)) > 0; ) n += got;

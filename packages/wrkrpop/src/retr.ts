@@ -14,33 +14,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { openRegular } from '@popd/store/fsutil';
 import { Message, locateMessages } from '@popd/store/maildir';
 import { Pacer } from '@popd/store/pacer';
 import { WireForm } from '@popd/store/wire';
 import { DotStuffer } from './dotstuff';
 import { BLOCK, Output } from './output';
 import { TopLimiter } from './top';
-
-// O_NONBLOCK: a FIFO swapped in for a message must not hang the open; no effect on regular files.
-const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
-
-export class NotRegular extends Error {
-  code = 'EFTYPE';
-  constructor() {
-    super('not a regular file');
-  }
-}
-
-function openRegular(file: string): number {
-  const fd = fs.openSync(file, OPEN_FLAGS);
-  try {
-    if (!fs.fstatSync(fd).isFile()) throw new NotRegular();
-  } catch (err) {
-    fs.closeSync(fd);
-    throw err;
-  }
-  return fd;
-}
 
 /**
  * Opens message m read-only and returns the descriptor. When its file was
@@ -50,14 +30,14 @@ function openRegular(file: string): number {
  */
 export function openMessage(maildir: string, m: Message): number {
   try {
-    return openRegular(path.join(maildir, m.dir, m.file));
+    return openRegular(path.join(maildir, m.dir, m.file)).fd;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     const now = locateMessages(maildir, new Set([m.unique])).get(m.unique);
     if (now === undefined) throw err;
     m.dir = now.dir;
     m.file = now.file;
-    return openRegular(path.join(maildir, m.dir, m.file));
+    return openRegular(path.join(maildir, m.dir, m.file)).fd;
   }
 }
 
