@@ -136,3 +136,16 @@ export const STATE_SETTLE_MS = 2000;
 
 /** popctl encrypt -c: bcrypt cost 10, OpenBSD's default for crypt_newhash(3) "bcrypt,a" on current hardware, about 70 ms a check here. */
 export const DEFAULT_BCRYPT_COST = 10;
+
+// ---- the maildir store (wrkrpop, popmda, popctl) ----
+
+/** Maildir convention (qmail's maildir(5)): files left in tmp/ this long are debris of a crashed delivery, removed at the next open. */
+export const TMP_MAX_AGE_MS = 36 * 3600 * 1000;
+/** How long a delivery or an open waits for popcache's lock before it gives up (a delivery then exits 75 and smtpd retries). */
+export const POPCACHE_LOCK_TIMEOUT_MS = 30_000;
+/** Larger than any real popcache (about 150 bytes a message, 15 MB for 100,000): treated as corrupt rather than read into memory. */
+export const MAX_POPCACHE_BYTES = 256 * 1024 * 1024;
+/** Larger than the record of any real mailbox (100,000 messages in alternating runs take about 1.5 MB): not trusted, the directories are read. */
+export const MAX_STATE_BYTES = 4 * 1024 * 1024;
+/** Largest read when counting a message's wire octets: one read for most messages, a bounded buffer for any. */
+export const COUNT_CHUNK = 256 * 1024;

@@ -23,6 +23,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { COUNT_CHUNK, POPCACHE_LOCK_TIMEOUT_MS, TMP_MAX_AGE_MS } from '@popd/shared/params';
 import { Readable, addAbortSignal } from 'node:stream';
 import zlib from 'node:zlib';
 import { WireSize } from './wire';
@@ -49,9 +50,6 @@ import { fsyncDir, isTransient, openRegular } from './fsutil';
 import { STATE_SETTLE_MS } from '@popd/shared/params';
 
 export const SUBDIRS = ['cur', 'new', 'tmp'] as const;
-/** Maildir convention: files left in tmp/ this long are debris of a crashed delivery. */
-export const TMP_MAX_AGE_MS = 36 * 3600 * 1000;
-export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
 /**
  * Creates the maildir and its subdirectories (mode 0700) where missing, and
@@ -143,7 +141,7 @@ export async function deliver(
     } finally {
       await fh.close();
     }
-    lock = await waitLock(path.join(maildir, POPCACHE_LOCK), opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
+    lock = await waitLock(path.join(maildir, POPCACHE_LOCK), opts.lockTimeoutMs ?? POPCACHE_LOCK_TIMEOUT_MS);
     const name = withSizes(base, size, wire.digest());
     // link(2) fails with EEXIST rather than replacing: a message is never overwritten.
     fs.linkSync(tmpPath, path.join(maildir, 'new', name));
@@ -227,8 +225,6 @@ export interface MailboxIndex {
   listing: 'scan' | 'new' | 'record';
 }
 
-/** Largest read when counting a file. */
-const COUNT_CHUNK = 256 * 1024;
 
 /**
  * Counts the wire octets of a regular file, refusing symlinks and anything
@@ -302,7 +298,7 @@ function removeStaleTmp(maildir: string, now: number): void {
  * again; settleMs is the record's margin (state.ts), for tests.
  */
 export async function openMailbox(maildir: string, opts: { lockTimeoutMs?: number; now?: number; settleMs?: number } = {}): Promise<MailboxIndex> {
-  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now(), opts.settleMs ?? STATE_SETTLE_MS));
+  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? POPCACHE_LOCK_TIMEOUT_MS, () => indexMailbox(maildir, opts.now ?? Date.now(), opts.settleMs ?? STATE_SETTLE_MS));
 }
 
 /** Octets of a message whose name has no W=, until popcache or a count tells them. */
@@ -752,7 +748,7 @@ export async function commitDeletions(
   }
   for (const dir of touched) fsyncDir(path.join(maildir, dir));
   if (removed.size > 0 || corrections.size > 0) {
-    await withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, async () => {
+    await withPopcacheLock(maildir, opts.lockTimeoutMs ?? POPCACHE_LOCK_TIMEOUT_MS, async () => {
       const cache = await readPopcache(maildir, pacer);
       const keep: CacheEntry[] = [];
       for (const [name, octets] of cache.entries) {
@@ -805,7 +801,7 @@ export async function rebuildPopcache(maildir: string, opts: { lockTimeoutMs?: n
   const pacer = new Pacer();
   const found = new Map<string, Message>();
   await countUnknown(maildir, found, pacer);
-  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, async () => {
+  return withPopcacheLock(maildir, opts.lockTimeoutMs ?? POPCACHE_LOCK_TIMEOUT_MS, async () => {
     await countUnknown(maildir, found, pacer);
     const old = (await readPopcache(maildir, pacer)).entries;
     const messages = await inDeliveryOrder([...found.values()], pacer);

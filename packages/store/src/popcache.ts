@@ -7,6 +7,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { MAX_POPCACHE_BYTES } from '@popd/shared/params';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { isSafeName } from './uniquename';
@@ -186,8 +187,6 @@ export function* popcacheText(entries: Iterable<CacheEntry>): Generator<string> 
   if (s !== '') yield s;
 }
 
-/** Larger than any real popcache (about 150 bytes a message): treated as corrupt rather than read into memory. */
-export const MAX_POPCACHE_BYTES = 256 * 1024 * 1024;
 
 /**
  * Feeds popcache to read in pieces until it returns false, yielding between

@@ -37,13 +37,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { STATE_SETTLE_MS } from '@popd/shared/params';
+import { MAX_STATE_BYTES, STATE_SETTLE_MS } from '@popd/shared/params';
 import { openRegular } from './fsutil';
 import { POPCACHE, PopcacheDigest } from './popcache';
 
 export const STATE = `${POPCACHE}.state`;
-/** Larger than the record of any real mailbox: 100,000 messages in alternating runs take about 1.5 MB. */
-export const MAX_STATE_BYTES = 4 * 1024 * 1024;
 const MAGIC = 'popd-state 1';
 
 export type Subdir = 'cur' | 'new';
