@@ -77,7 +77,8 @@ export function trustedDir(dir: string, uid: number, gid: number, ownDir: boolea
     if (why !== null) throw new Error(why);
     last = w.last;
   }
-  if (last === null || !last.isDirectory()) throw new Error(`${dir}: not a directory`);
+  if (last === null) throw new Error(`${dir}: does not exist`);
+  if (!last.isDirectory()) throw new Error(`${dir}: not a directory`);
   if (ownDir && last.uid !== uid) throw new Error(`${dir} belongs to uid ${last.uid}, not ${uid}`);
   return { dev: last.dev, ino: last.ino };
 }
