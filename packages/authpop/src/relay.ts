@@ -26,7 +26,7 @@ export function relay(client: net.Socket, workerFd: number, pipelined: Buffer, o
   const next = (err?: Error | null): void => {
     if (!err) worker.resume();
   };
-  /** n bytes of the worker's in chunk; returns whether to go on reading. */
+  /** The worker's next n bytes, read into chunk; returns whether to go on reading. */
   const toClient = (n: number): boolean => {
     // A client gone: what the worker still sends has no reader; keep reading to see the worker's end.
     if (client.destroyed || client.writableEnded) return true;
@@ -59,7 +59,7 @@ export function relay(client: net.Socket, workerFd: number, pipelined: Buffer, o
     client.end();
     setTimeout(() => client.destroy(), RELAY_LINGER_MS).unref();
   });
-  // The client may leave right after QUIT: the worker still gets every byte, then EOF.
+  // The client may leave right after QUIT: the worker still gets every byte, then EOF; what it still sends is read and dropped.
   client.on('close', () => {
     worker.end();
     worker.resume();
