@@ -7,6 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { RELAY_CHUNK } from '@popd/shared/params';
 import { wireOracle } from '../lib/maildirs';
 import { Pop3Client } from '../lib/pop3';
@@ -72,7 +73,9 @@ describe('the relay', () => {
     });
   });
   after(async () => {
-    if (p) await p.stop();
+    if (!p) return;
+    await p.stop();
+    fs.rmSync(p.dir, { recursive: true, force: true });
   });
 
   test('sessions through one authpop at once, one of them stalled, each get their messages byte for byte', async () => {
