@@ -11,6 +11,7 @@
  * What to answer is decided by the pure session (step, refusal); this file
  * does the I/O and the timers.
  */
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { hostPort } from '@popd/shared/addr';
@@ -205,15 +206,15 @@ export class Connection {
     }
   }
 
-  /** popd's answer; with ok, worker is the worker's end of the session's socket. */
-  verdict(v: AuthVerdict, worker: net.Socket | undefined): void {
+  /** popd's answer; with ok, worker is the descriptor of the worker's end of the session's socket. */
+  verdict(v: AuthVerdict, worker: number | null): void {
     const user = this.pendingUser;
     if (this.phase !== 'verdict') {
-      worker?.destroy();
+      if (worker !== null) fs.closeSync(worker);
       return;
     }
     if (v.ok) {
-      if (worker === undefined) {
+      if (worker === null) {
         this.deps.log.err(`no worker socket for ${user} from ${this.where}`);
         this.close('-ERR [SYS/TEMP] internal error');
         return;
@@ -222,6 +223,7 @@ export class Connection {
       this.startRelay(worker);
       return;
     }
+    if (worker !== null) fs.closeSync(worker);
     this.deps.log.notice(`login failed for ${user} from ${this.where}: ${v.code} ${v.text}`);
     const r = refusal(this.state, v.code, v.text);
     if (r.t === 'answer') {
@@ -250,7 +252,7 @@ export class Connection {
     this.pump();
   }
 
-  private startRelay(worker: net.Socket): void {
+  private startRelay(worker: number): void {
     this.phase = 'relay';
     this.clearTimers();
     this.sock.removeListener('data', this.onData);

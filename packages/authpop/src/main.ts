@@ -29,11 +29,7 @@ function send(m: AuthpopToPopd): void {
   popd.send(m);
 }
 
-/**
- * A passed descriptor as a socket: TCP for a client (Connection allows it to
- * half-close), a Unix socket for a session (the worker's end closes the whole
- * socket, and the relay sees 'close').
- */
+/** A passed client descriptor as a socket (Connection allows it to half-close). */
 function socketOf(fd: number): net.Socket {
   return new net.Socket({ fd, readable: true, writable: true });
 }
@@ -60,13 +56,13 @@ function onMessage(m: PopdToAuthpop, fd: number | null): void {
     fs.closeSync(fd);
     fd = null;
   }
-  const sock = fd === null ? undefined : socketOf(fd);
   switch (m.t) {
     case 'config':
       if (config === null) start(m);
       return;
     case 'conn': {
-      if (sock === undefined) return;
+      if (fd === null) return;
+      const sock = socketOf(fd);
       if (ctx === null || config === null || shuttingDown || conns.has(m.id)) {
         sock.destroy();
         return;
@@ -90,8 +86,9 @@ function onMessage(m: PopdToAuthpop, fd: number | null): void {
     }
     case 'verdict': {
       const c = conns.get(m.id);
-      if (c) c.verdict(m, sock);
-      else sock?.destroy();
+      // The session's socket becomes a socket in the relay, which reads it its own way.
+      if (c) c.verdict(m, fd);
+      else if (fd !== null) fs.closeSync(fd);
       return;
     }
     case 'evict':

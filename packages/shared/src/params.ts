@@ -24,6 +24,14 @@ export const HANDSHAKE_TIMEOUT_MS = 30_000;
 export const CLOSE_LINGER_MS = 5_000;
 /** After one side of a relay ends (QUIT, a crash, a client gone), the other may take this long to finish. */
 export const RELAY_LINGER_MS = 10_000;
+/**
+ * authpop reads a worker's answers at most this much at a time, into one
+ * buffer per process, and holds at most this much (encrypted) per connection
+ * for a client that does not read; loopback TCP buffers hold far more. 16
+ * whole TLS records. authpop's CPU per 100 MB of 10 MB messages, same run:
+ * 82 ms at 64 KiB, 79 at 128 KiB, 74 at 256 KiB.
+ */
+export const RELAY_CHUNK = 256 * 1024;
 /** After a failed login, authpop waits this long before it answers: online guessing costs a second a try. */
 export const FAIL_DELAY_MS = 1_000;
 /** Failed logins on one connection before it is closed. */

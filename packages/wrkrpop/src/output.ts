@@ -128,7 +128,8 @@ export class Output {
     const b = this.buf.subarray(this.from, this.from + n);
     this.from += n;
     this.sent += n;
-    if (!this.io.write(b)) {
+    // false with nothing left unwritten: the socket took it all at once, and there is nothing to wait for.
+    if (!this.io.write(b) && this.io.writableLength > 0) {
       await waitDrain(this.io);
       this.onProgress();
     }

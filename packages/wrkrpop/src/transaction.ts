@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import { Duplex } from 'node:stream';
-import { markSeen } from '@popd/store/maildir';
+import { Message, markSeen } from '@popd/store/maildir';
 import { errnoCode } from '@popd/store/fsutil';
 import { Logger } from '@popd/shared/log';
 import { QUIET_MS } from '@popd/shared/params';
@@ -48,6 +48,12 @@ export class Session {
   private ended = false;
   /** quiet() callers waiting for the session to wait for the client. */
   private readonly wakers: Array<() => void> = [];
+  /**
+   * Messages sent whole and not yet marked seen: the rename waits until their
+   * answer has been written, so that it is not on the answer's way (a client
+   * fetching one message at a time waits for every step before the write).
+   */
+  private readonly unseen: Message[] = [];
 
   constructor(
     private readonly io: Duplex,
@@ -64,6 +70,7 @@ export class Session {
   /** Before the engine waits for the client: everything gathered is written, and background work may run. */
   private async awaitClient(): Promise<void> {
     await this.out.flush();
+    this.markRetrieved();
     this.waitingSince = performance.now();
     for (const wake of this.wakers.splice(0)) wake();
   }
@@ -108,6 +115,7 @@ export class Session {
       this.detail = this.detail ? `${this.detail}: ${errnoCode(err)}` : errnoCode(err);
       return 'error';
     } finally {
+      this.markRetrieved();
       clearTimeout(this.idle);
       this.ended = true;
       for (const wake of this.wakers.splice(0)) wake();
@@ -198,13 +206,21 @@ export class Session {
         log.warning(`message ${n} (${m.unique}): indexed as ${m.octets} octets, sent ${sent}; popcache will be corrected`);
         this.corrections.set(m.unique, sent);
       }
+      this.unseen.push(m);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Marks seen the messages sent whole since the last call. */
+  private markRetrieved(): void {
+    const { maildir, log } = this.ctx;
+    for (const m of this.unseen.splice(0)) {
       try {
         markSeen(maildir, m);
       } catch (err) {
-        log.warning(`message ${n} (${m.unique}): cannot mark seen: ${errnoCode(err)}`);
+        log.warning(`message ${m.unique}: cannot mark seen: ${errnoCode(err)}`);
       }
-    } finally {
-      fs.closeSync(fd);
     }
   }
 }
