@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isRoot } from '../lib/util';
+import { waitFor } from '../lib/mailhost';
 import { seedMaildir, uidlOf, wireOracle, removeSeeded } from '../lib/maildirs';
 import { login, quit, killWorkers } from '../lib/worker';
 
@@ -58,7 +59,9 @@ test('RETR sends the wire form, unstuffed equal to the file; marks seen (TOP doe
   await w.pop.reply(true);
   w.pop.send('UIDL');
   assert.equal((await w.pop.reply(true)).body!.toString(), uniques.map((u, i) => `${i + 1} ${uidlOf(u)}\r\n`).join(''));
-  assert.deepEqual(ls(dir), uniques.map((u) => `${u}:2,S`).sort());
+  // Marked once the client has been silent a moment (QUIET_MS), not on each RETR's way.
+  const seen = uniques.map((u) => `${u}:2,S`).sort();
+  await waitFor('the retrieved messages to be marked seen', () => JSON.stringify(ls(dir)) === JSON.stringify(seen));
   await quit(w);
   const again = await login(dir);
   again.pop.send('UIDL');
@@ -259,7 +262,7 @@ test('a message gone since login gets -ERR [SYS/TEMP]; one renamed by another pr
   assert.equal(await w.pop.cmd('NOOP'), '+OK');
   w.pop.send('RETR 2');
   assert.deepEqual((await w.pop.reply(true)).body, W[1]);
-  assert.ok(fs.existsSync(path.join(dir, 'cur', `${uniques[1]}:2,FS`)), 'flags stay in ASCII order');
+  await waitFor('message 2 to be marked seen, its flags in ASCII order', () => fs.existsSync(path.join(dir, 'cur', `${uniques[1]}:2,FS`)));
   assert.equal(await w.pop.cmd('DELE 1'), '+OK message 1 deleted');
   assert.equal(await w.pop.cmd('DELE 2'), '+OK message 2 deleted');
   assert.equal((await quit(w)).answer, '+OK 2 messages deleted, 1 left');
@@ -366,6 +369,21 @@ test('EOF right after the greeting and pipelined commands before EOF are answere
   assert.equal((await w.exited).code, 0);
   assert.equal(ls(dir).length, 3, 'EOF is not QUIT: nothing deleted');
   assert.ok(w.logs.some((l) => /ended=eof/.test(l.msg)));
+});
+
+test('seen marks of a client that never pauses are made at the end: after QUIT, not for a message UPDATE removes; after EOF, for every one retrieved', async () => {
+  const q = await session();
+  q.w.pop.sendRaw('RETR 1\r\nRETR 2\r\nDELE 2\r\nQUIT\r\n');
+  q.w.io.end();
+  await q.w.pop.rest();
+  assert.equal((await q.w.exited).code, 0);
+  assert.deepEqual(ls(q.dir), [`${q.uniques[0]}:2,S`, `${q.uniques[2]}:2,`].sort());
+  const e = await session();
+  e.w.pop.sendRaw('RETR 1\r\nRETR 2\r\nDELE 2\r\n');
+  e.w.io.end();
+  await e.w.pop.rest();
+  assert.equal((await e.w.exited).code, 0);
+  assert.deepEqual(ls(e.dir), [`${e.uniques[0]}:2,S`, `${e.uniques[1]}:2,S`, `${e.uniques[2]}:2,`].sort(), 'EOF is not QUIT: the deleted one stays, seen');
 });
 
 test('as root, the message files stay owned by the mail user', { skip: !isRoot && 'needs root' }, async () => {

@@ -4,16 +4,42 @@
  * only when the engine asks for the next line, so pipelined input waits in
  * the stream's bounded buffer and the socket (backpressure towards the
  * client) while an answer is being sent.
+ * The stream is read with read() on 'readable' rather than through its async
+ * iterator: a client fetching one message at a time wakes the worker once
+ * per command, and the iterator's promise machinery cost more per wake-up
+ * than the command's own parsing.
  */
 import { Duplex } from 'node:stream';
 import { LineStep, Pop3Lines } from '@popd/shared/pop3lines';
+import { StreamClosed } from './output';
 
 export class LineInput {
-  private readonly chunks: AsyncIterator<Buffer>;
   private readonly lines = new Pop3Lines();
+  private ended = false;
+  /** The stream's error, or StreamClosed when it was destroyed before its end. */
+  private failure: Error | null = null;
+  /** Resolves the wait in next(), when there is one. */
+  private wake: (() => void) | null = null;
 
-  constructor(io: Duplex) {
-    this.chunks = io[Symbol.asyncIterator]();
+  constructor(private readonly io: Duplex) {
+    const wake = (): void => {
+      const w = this.wake;
+      this.wake = null;
+      w?.();
+    };
+    io.on('readable', wake);
+    io.on('end', () => {
+      this.ended = true;
+      wake();
+    });
+    io.on('error', (err: Error) => {
+      this.failure ??= err;
+      wake();
+    });
+    io.on('close', () => {
+      if (!this.ended) this.failure ??= new StreamClosed();
+      wake();
+    });
   }
 
   /**
@@ -21,13 +47,24 @@ export class LineInput {
    * when no complete line is buffered, before waiting for the client.
    */
   async next(beforeWait: () => Promise<void>): Promise<LineStep | null> {
+    let waited = false;
     for (;;) {
       const step = this.lines.next();
       if (step) return step;
-      await beforeWait();
-      const r = await this.chunks.next();
-      if (r.done) return null;
-      this.lines.push(r.value);
+      const chunk = this.io.read() as Buffer | null;
+      if (chunk !== null) {
+        this.lines.push(chunk);
+        continue;
+      }
+      if (this.failure) throw this.failure;
+      if (this.ended) return null;
+      if (!waited) {
+        // beforeWait may take a while (it writes): what arrives meanwhile is read before any wait.
+        waited = true;
+        await beforeWait();
+        continue;
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
     }
   }
 }

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { Duplex } from 'node:stream';
 import { Message, markSeen } from '@popd/store/maildir';
 import { errnoCode } from '@popd/store/fsutil';
+import { Pacer } from '@popd/store/pacer';
 import { Logger } from '@popd/shared/log';
 import { QUIET_MS } from '@popd/shared/params';
 import { TRANSACTION_CAPABILITIES } from '@popd/shared/capa';
@@ -49,11 +50,17 @@ export class Session {
   /** quiet() callers waiting for the session to wait for the client. */
   private readonly wakers: Array<() => void> = [];
   /**
-   * Messages sent whole and not yet marked seen: the rename waits until their
-   * answer has been written, so that it is not on the answer's way (a client
-   * fetching one message at a time waits for every step before the write).
+   * Messages sent whole and not yet marked seen, by number. The renames wait
+   * until the client has been silent QUIET_MS, or the session ends (Dovecot
+   * sets \Seen only at QUIT): a client fetching message after message never
+   * waits for them, and a worker killed before loses a flag, not mail.
    */
-  private readonly unseen: Message[] = [];
+  private readonly unseen: Array<{ n: number; m: Message }> = [];
+  private seenTimer: NodeJS.Timeout | null = null;
+  /** The seen marks being made, while they are. */
+  private marking: Promise<void> | null = null;
+  /** Set when QUIT ends the session (UPDATE follows). */
+  private quitting = false;
 
   constructor(
     private readonly io: Duplex,
@@ -70,9 +77,23 @@ export class Session {
   /** Before the engine waits for the client: everything gathered is written, and background work may run. */
   private async awaitClient(): Promise<void> {
     await this.out.flush();
-    this.markRetrieved();
     this.waitingSince = performance.now();
     for (const wake of this.wakers.splice(0)) wake();
+    this.markSeenWhenQuiet();
+  }
+
+  /** Marks the retrieved messages seen once the client has been silent QUIET_MS (checked again when the timer fires). */
+  private markSeenWhenQuiet(): void {
+    if (this.unseen.length === 0 || this.seenTimer !== null || this.marking !== null || this.waitingSince === null) return;
+    this.seenTimer = setTimeout(
+      () => {
+        this.seenTimer = null;
+        if (this.waitingSince === null) return; // busy: the next wait for the client schedules again
+        if (performance.now() - this.waitingSince < QUIET_MS) this.markSeenWhenQuiet();
+        else this.marking ??= this.markRetrieved(null).finally(() => (this.marking = null));
+      },
+      Math.max(0, this.waitingSince + QUIET_MS - performance.now()),
+    );
   }
 
   /** Resolves once the client has been silent for QUIET_MS, or the session has ended. */
@@ -100,7 +121,10 @@ export class Session {
         if (ev === null) return 'eof';
         this.touch();
         if (ev.t === 'line') {
-          if (await this.execute(parseCommand(ev.line.toString('latin1')))) return 'quit';
+          if (await this.execute(parseCommand(ev.line.toString('latin1')))) {
+            this.quitting = true;
+            return 'quit';
+          }
         } else if (ev.t === 'answer') {
           await this.out.line(ev.text);
         } else {
@@ -115,7 +139,9 @@ export class Session {
       this.detail = this.detail ? `${this.detail}: ${errnoCode(err)}` : errnoCode(err);
       return 'error';
     } finally {
-      this.markRetrieved();
+      if (this.seenTimer) clearTimeout(this.seenTimer);
+      await this.marking;
+      await this.markRetrieved(this.quitting ? 'quit' : 'other');
       clearTimeout(this.idle);
       this.ended = true;
       for (const wake of this.wakers.splice(0)) wake();
@@ -206,21 +232,31 @@ export class Session {
         log.warning(`message ${n} (${m.unique}): indexed as ${m.octets} octets, sent ${sent}; popcache will be corrected`);
         this.corrections.set(m.unique, sent);
       }
-      this.unseen.push(m);
+      this.unseen.push({ n, m });
     } finally {
       fs.closeSync(fd);
     }
   }
 
-  /** Marks seen the messages sent whole since the last call. */
-  private markRetrieved(): void {
-    const { maildir, log } = this.ctx;
-    for (const m of this.unseen.splice(0)) {
+  /**
+   * Marks seen the messages sent whole since the last call, a slice at a
+   * time. One marked deleted waits for the end (RSET may keep it), where it
+   * is left to UPDATE after QUIT.
+   */
+  private async markRetrieved(end: 'quit' | 'other' | null): Promise<void> {
+    const { box, maildir, log } = this.ctx;
+    const pacer = new Pacer();
+    for (const { n, m } of this.unseen.splice(0)) {
+      if (box.isDeleted(n) && end !== 'other') {
+        if (end === null) this.unseen.push({ n, m });
+        continue;
+      }
       try {
         markSeen(maildir, m);
       } catch (err) {
-        log.warning(`message ${m.unique}: cannot mark seen: ${errnoCode(err)}`);
+        log.warning(`message ${n} (${m.unique}): cannot mark seen: ${errnoCode(err)}`);
       }
+      if (pacer.tick()) await pacer.yield();
     }
   }
 }
