@@ -16,7 +16,7 @@ import { TopLimiter } from '@popd/wrkrpop/top';
 import { serve } from '@popd/wrkrpop/serve';
 import { openMessage } from '@popd/wrkrpop/retr';
 import { Message } from '@popd/store/maildir';
-import { BLOCK, RECORD } from '@popd/wrkrpop/output';
+import { OUTPUT_BLOCK as BLOCK, TLS_RECORD as RECORD } from '@popd/shared/params';
 import { Pop3Client } from '../lib/pop3';
 import { removeSeeded, seedMaildir, wireOracle } from '../lib/maildirs';
 import { editInPlace } from '../lib/store';

@@ -77,9 +77,21 @@ class Worker {
   key: string | null = null;
   root = '';
   readonly sessions = new Map<string, string>();
-  idleTimer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly child: Child<WorkerToPopd>) {}
+
+  /** Runs onIdle after ms unless a session (or the worker's end) comes first. */
+  startIdle(ms: number, onIdle: () => void): void {
+    this.stopIdle();
+    this.idleTimer = setTimeout(onIdle, ms);
+    this.idleTimer.unref();
+  }
+
+  stopIdle(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
 }
 
 interface Live {
@@ -201,8 +213,7 @@ export class WrkrpopSupervisor {
       fs.closeSync(mine);
       return null;
     }
-    if (w.idleTimer !== null) clearTimeout(w.idleTimer);
-    w.idleTimer = null;
+    w.stopIdle();
     w.sessions.set(sid, info.user);
     let end = (): void => undefined;
     const ended = new Promise<void>((resolve) => (end = resolve));
@@ -222,18 +233,14 @@ export class WrkrpopSupervisor {
       this.live.delete(user);
       l.end();
     }
-    if (w.sessions.size === 0 && w.key !== null) {
-      w.idleTimer = setTimeout(() => this.retire(w), this.o.workerIdleMs);
-      w.idleTimer.unref();
-    }
+    if (w.sessions.size === 0 && w.key !== null) w.startIdle(this.o.workerIdleMs, () => this.retire(w));
   }
 
   /** No more sessions for w: it exits when its last one ends. */
   private retire(w: Worker): void {
     if (w.key !== null && this.byKey.get(w.key) === w) this.byKey.delete(w.key);
     w.key = null;
-    if (w.idleTimer !== null) clearTimeout(w.idleTimer);
-    w.idleTimer = null;
+    w.stopIdle();
     w.child.send({ t: 'retire' });
   }
 
@@ -242,7 +249,7 @@ export class WrkrpopSupervisor {
     this.spares.delete(w);
     if (w.key !== null && this.byKey.get(w.key) === w) this.byKey.delete(w.key);
     w.key = null;
-    if (w.idleTimer !== null) clearTimeout(w.idleTimer);
+    w.stopIdle();
     const n = w.sessions.size;
     for (const sid of [...w.sessions.keys()]) this.ended(w, sid);
     if (code !== 0 && !(this.stopped && signal !== null)) {

@@ -32,6 +32,16 @@ export const RELAY_LINGER_MS = 10_000;
  * 82 ms at 64 KiB, 79 at 128 KiB, 74 at 256 KiB.
  */
 export const RELAY_CHUNK = 256 * 1024;
+/** A TLS record's largest plaintext (RFC 8446, 5.1): the worker writes whole multiples of it, so that the relay fills every record. */
+export const TLS_RECORD = 16 * 1024;
+/**
+ * The worker writes what it has gathered once this much is (in whole
+ * records), without waiting for the answer's end, and reads a message file
+ * at most this much at a time: a 10 MB message takes about 80 reads and
+ * writes, and a read with its edits stays far below SLICE_MS, so sessions
+ * sharing the worker take turns between blocks.
+ */
+export const OUTPUT_BLOCK = 8 * TLS_RECORD;
 /** After a failed login, authpop waits this long before it answers: online guessing costs a second a try. */
 export const FAIL_DELAY_MS = 1_000;
 /** Failed logins on one connection before it is closed. */

@@ -9,7 +9,8 @@
  */
 import { Pacer } from '@popd/store/pacer';
 import { Maildrop } from './maildrop';
-import { Output, RECORD } from './output';
+import { TLS_RECORD } from '@popd/shared/params';
+import { Output } from './output';
 
 const SP = 0x20;
 const CR = 0x0d;
@@ -27,14 +28,14 @@ function writeDecimal(buf: Buffer, at: number, v: number): number {
 
 export async function writeListing(out: Output, box: Maildrop, kind: 'LIST' | 'UIDL'): Promise<void> {
   const pacer = new Pacer();
-  let { buf, at } = out.room(RECORD);
-  let last = at + RECORD - MAX_LINE;
+  let { buf, at } = out.room(TLS_RECORD);
+  let last = at + TLS_RECORD - MAX_LINE;
   for (let n = 1; n <= box.total; n++) {
     if (box.isDeleted(n)) continue;
     if (at > last) {
       await out.commit(at);
-      ({ buf, at } = out.room(RECORD));
-      last = at + RECORD - MAX_LINE;
+      ({ buf, at } = out.room(TLS_RECORD));
+      last = at + TLS_RECORD - MAX_LINE;
       if (pacer.due()) await pacer.yield();
     }
     at = writeDecimal(buf, at, n);

@@ -13,13 +13,10 @@
  */
 import net from 'node:net';
 import { Duplex } from 'node:stream';
+import { OUTPUT_BLOCK, TLS_RECORD } from '@popd/shared/params';
 
-/** A TLS record's largest plaintext. */
-export const RECORD = 16 * 1024;
-/** Once this much is gathered it is written, in whole records, without waiting for the answer's end. */
-export const BLOCK = 8 * RECORD;
 /** Room for a block of message data that the wire form and dot-stuffing may double. */
-const CAPACITY = 2 * BLOCK;
+const CAPACITY = 2 * OUTPUT_BLOCK;
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -69,7 +66,7 @@ export class Output {
     this.reusable = io instanceof net.Socket;
   }
 
-  /** Octets gathered; always less than BLOCK between calls. */
+  /** Octets gathered; always less than OUTPUT_BLOCK between calls. */
   get pending(): number {
     return this.to - this.from;
   }
@@ -100,7 +97,7 @@ export class Output {
   async commit(end: number): Promise<void> {
     this.to = end;
     const pending = this.pending;
-    if (pending >= BLOCK) await this.write(pending - (pending % RECORD));
+    if (pending >= OUTPUT_BLOCK) await this.write(pending - (pending % TLS_RECORD));
   }
 
   /** One line of an answer; CRLF is added. */

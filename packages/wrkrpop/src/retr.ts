@@ -10,7 +10,7 @@
  * File I/O is synchronous on purpose: thread-pool round trips for open,
  * fstat, read and close cost more than the reads themselves (pipelined RETRs
  * of small messages ran at a third of the speed); a read is at most a block
- * (128 KB), and a long message yields to other sessions between blocks.
+ * (OUTPUT_BLOCK), and a long message yields to other sessions between blocks.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,7 +19,8 @@ import { Message, locateMessages } from '@popd/store/maildir';
 import { Pacer } from '@popd/store/pacer';
 import { WireForm } from '@popd/store/wire';
 import { DotStuffer } from './dotstuff';
-import { BLOCK, Output } from './output';
+import { OUTPUT_BLOCK } from '@popd/shared/params';
+import { Output } from './output';
 import { TopLimiter } from './top';
 
 /**
@@ -59,7 +60,7 @@ export async function streamMessage(fd: number, out: Output, limit: TopLimiter |
   };
   for (;;) {
     // As much as completes a block; the two rules insert at most one byte per byte read (a CR before an LF, a "." before a ".").
-    const want = BLOCK - out.pending;
+    const want = OUTPUT_BLOCK - out.pending;
     const { buf, at } = out.room(2 * want);
     const n = fs.readSync(fd, buf, at, want, null);
     if (n === 0) break;
