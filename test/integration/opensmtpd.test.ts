@@ -138,7 +138,9 @@ test('OpenSMTPD delivers to virtual users through popmda; rsyslog logs it; popd 
 
     for (const user of ['alice', 'bob']) {
       const maildir = path.join(s.dir, 'vmail', user, 'Maildir');
-      await waitFor(`delivery to ${user}`, () => fs.existsSync(path.join(maildir, 'new')) && fs.readdirSync(path.join(maildir, 'new')).length === 1);
+      // popmda links the message into new/, then appends its popcache line: wait for both.
+      const popcache = path.join(maildir, 'popcache');
+      await waitFor(`delivery to ${user}`, () => fs.existsSync(path.join(maildir, 'new')) && fs.readdirSync(path.join(maildir, 'new')).length === 1 && fs.existsSync(popcache) && fs.readFileSync(popcache, 'latin1').endsWith('\n'));
       const [name] = fs.readdirSync(path.join(maildir, 'new'));
       const file = path.join(maildir, 'new', name);
       const stored = fs.readFileSync(file, 'latin1');
@@ -154,7 +156,7 @@ test('OpenSMTPD delivers to virtual users through popmda; rsyslog logs it; popd 
       assert.equal(fs.statSync(file).uid, MAILUSER.uid, 'smtpd ran popmda as the usertab uid');
       const bytes = fs.readFileSync(file);
       const octets = bytes.length + bytes.toString('latin1').split('\n').length - 1; // all LF on disk: each becomes CRLF
-      assert.deepEqual(fs.readFileSync(path.join(maildir, 'popcache'), 'latin1'), `${name} ${octets} ${crypto.createHash('sha256').update(name).digest('hex')}\n`);
+      assert.deepEqual(fs.readFileSync(popcache, 'latin1'), `${name} ${octets} ${crypto.createHash('sha256').update(name).digest('hex')}\n`);
       assert.match(name, new RegExp(`,S=${bytes.length},W=${octets}$`));
     }
 

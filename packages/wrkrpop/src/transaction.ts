@@ -139,10 +139,10 @@ export class Session {
       this.detail = this.detail ? `${this.detail}: ${errnoCode(err)}` : errnoCode(err);
       return 'error';
     } finally {
+      clearTimeout(this.idle);
       if (this.seenTimer) clearTimeout(this.seenTimer);
       await this.marking;
       await this.markRetrieved(this.quitting ? 'quit' : 'other');
-      clearTimeout(this.idle);
       this.ended = true;
       for (const wake of this.wakers.splice(0)) wake();
     }
