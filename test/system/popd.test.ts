@@ -12,7 +12,7 @@ import { freePort, waitFor } from '../lib/mailhost';
 import { connectTls, login } from '../lib/pop3tls';
 import { ensurePop3dUser, makeCert, PopdFixture } from '../lib/popd';
 import { BIN, isRoot, MAILUSER, ROOT, run, tmpdir } from '../lib/util';
-import { exists, listeningInodes, proc, tree } from '../lib/proc';
+import { exists, inodesTo, listeningInodes, proc, tree } from '../lib/proc';
 
 const msg = (i: number, body = `body ${i}\n`): string => `From: a@example.org\nSubject: ${i}\n\n${body}`;
 
@@ -308,7 +308,9 @@ describe('faults and signals', () => {
     const c = await connectTls(p.tlsPort);
     await c.line();
     assert.match(await login(c, 'frank', 'pw-f'), /^\+OK/);
-    const authpop = tree(p.proc.pid!).find((x) => x.cmdline.includes(BIN.authpop))!;
+    // The authpop holding this connection (popd runs two): the one with the socket whose remote port is the client's.
+    const socket = inodesTo((c.io as net.Socket).localPort!).map((i) => `socket:[${i}]`);
+    const authpop = tree(p.proc.pid!).find((x) => x.cmdline.includes(BIN.authpop) && x.fds.some((f) => socket.includes(f)))!;
     process.kill(authpop.pid, 'SIGKILL');
     await c.rest();
     await p.waitLog(new RegExp(`authpop\\[${authpop.pid}\\] exited with SIGKILL`));
