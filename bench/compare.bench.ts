@@ -249,27 +249,32 @@ async function warmClient(dovecot: Server, m: { cred: Account; octets: number[] 
   }
 }
 
+/** Parts of each RETR figure per server, taken in turns (see retr). */
+const RETR_PARTS = 4;
+
 /**
- * RETR figures in two halves per server, in the order popd, Dovecot,
- * Dovecot, popd (as logins): each half fetches its half of the mailbox in a
- * session of its own, and a change in the machine's load over the run falls
- * on both servers alike. popd's first half meets a fresh worker (a spare,
- * its code not yet optimized by V8).
+ * RETR figures in RETR_PARTS parts per server, taken in the order popd,
+ * Dovecot, Dovecot, popd, popd, Dovecot, ... (as logins, in halves): each
+ * part fetches its share of the mailbox in a session of its own, and a
+ * change in the machine's load over the run (on this shared machine, loads
+ * come and go within seconds) falls on both servers alike. popd's first
+ * part meets a fresh worker (a spare, its code not yet optimized by V8).
  */
 async function retr(servers: Server[], table: Table, small: { cred: Account; octets: number[] }, big: { cred: Account; octets: number[] }): Promise<void> {
   const [popd, dovecot] = servers;
   const mbs = (r: Transfer): number => r.octets / 1e6 / (r.ms / 1000);
-  /** Both halves of one figure, on each server; each half's octets checked against LIST. */
+  /** All parts of one figure, on each server; each part's octets checked against LIST. */
   const figure = async (m: typeof small, window: number, what: string): Promise<Map<Server, Transfer & { cpu: number; clientCpu: number }>> => {
     const sum = new Map(servers.map((s) => [s, { octets: 0, ms: 0, cpu: 0, clientCpu: 0 }]));
-    const halves = new Map(servers.map((s) => [s, 0]));
-    for (const s of [popd, dovecot, dovecot, popd]) {
-      const half = halves.get(s)!;
-      halves.set(s, half + 1);
+    const done = new Map(servers.map((s) => [s, 0]));
+    const order = Array.from({ length: RETR_PARTS }, (_, i) => (i % 2 === 0 ? [popd, dovecot] : [dovecot, popd])).flat();
+    for (const s of order) {
+      const part = done.get(s)!;
+      done.set(s, part + 1);
       const c = await load.session(s.port, m.cred);
       const sizes = [...(await checkedList(c, m.octets, s.name))];
-      const mid = Math.ceil(sizes.length / 2);
-      const t = await measured(s, () => load.retrAll(c, new Map(half === 0 ? sizes.slice(0, mid) : sizes.slice(mid)), window));
+      const share = Math.ceil(sizes.length / RETR_PARTS);
+      const t = await measured(s, () => load.retrAll(c, new Map(sizes.slice(part * share, (part + 1) * share)), window));
       await load.quit(c);
       const a = sum.get(s)!;
       a.octets += t.r.octets;

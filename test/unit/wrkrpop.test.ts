@@ -14,7 +14,7 @@ import { parseCommand } from '@popd/wrkrpop/command';
 import { DotStuffer } from '@popd/wrkrpop/dotstuff';
 import { TopLimiter } from '@popd/wrkrpop/top';
 import { serve } from '@popd/wrkrpop/serve';
-import { openMessage } from '@popd/wrkrpop/retr';
+import { openMessage, readWhole, wholeRoom } from '@popd/wrkrpop/retr';
 import { Message } from '@popd/store/maildir';
 import { OUTPUT_BLOCK as BLOCK, TLS_RECORD as RECORD } from '@popd/shared/params';
 import { Pop3Client } from '../lib/pop3';
@@ -110,6 +110,31 @@ test('DotStuffer: equals the line-by-line rule for every chunking, including a d
       parts.push(st.end());
       assert.deepEqual(Buffer.concat(parts), stuffedOracle(body), `${JSON.stringify(body.toString())} step ${step}`);
     }
+  }
+});
+
+test('readWhole (RETR read ahead): the wire form, dot-stuffed, with the terminator, as streamMessage sends it; null past its limit', () => {
+  const dir = tmpdir('readwhole-');
+  try {
+    const bodies = ['', 'a', '\n', '.\n', 'x\r\n.\n..\r\nlone\rcr\n', 'no newline at the end', '.'.repeat(50) + '\n.\n'.repeat(100), 'l\n'.repeat(5000)].map((t) => Buffer.from(t, 'latin1'));
+    const room = Buffer.alloc(wholeRoom(10_000));
+    for (const body of bodies) {
+      const file = path.join(dir, 'm');
+      fs.writeFileSync(file, body);
+      const fd = fs.openSync(file, 'r');
+      try {
+        const r = readWhole(fd, 10_000, room);
+        assert.ok(r !== null);
+        const wire = wireOracle(body);
+        assert.equal(r.octets, wire.length, JSON.stringify(body.toString().slice(0, 40)));
+        assert.deepEqual(r.body, stuffedOracle(wire), JSON.stringify(body.toString().slice(0, 40)));
+        if (body.length > 0) assert.equal(readWhole(fd, body.length - 1, room), null, 'one octet over the limit');
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -42,6 +42,14 @@ export const TLS_RECORD = 16 * 1024;
  * sharing the worker take turns between blocks.
  */
 export const OUTPUT_BLOCK = 8 * TLS_RECORD;
+/**
+ * After RETR of messages k-1 and k, the worker reads message k+1 ahead while
+ * the client is silent, if it is at most this large on disk (one block): a
+ * client fetching one message at a time (fetchmail, mpop, Thunderbird) then
+ * finds its answer ready. Larger messages gain little, their time being the
+ * bytes; held at most until the client has been silent QUIET_MS.
+ */
+export const READ_AHEAD_MAX = OUTPUT_BLOCK;
 /** After a failed login, authpop waits this long before it answers: online guessing costs a second a try. */
 export const FAIL_DELAY_MS = 1_000;
 /** Failed logins on one connection before it is closed. */

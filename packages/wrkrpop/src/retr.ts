@@ -76,3 +76,33 @@ export async function streamMessage(fd: number, out: Output, limit: TopLimiter |
   await out.bytes(stuffer.end());
   return octets;
 }
+
+/** Room readWhole needs for a message of size octets on disk: each byte read causes at most one insertion (a CR before an LF, a "." before a "."), then CRLF and the terminator. */
+export const wholeRoom = (size: number): number => 2 * size + 8;
+
+/**
+ * A whole RETR answer body, for a message of at most max octets on disk,
+ * written into buf (at least wholeRoom(max) octets): the wire form,
+ * dot-stuffed, with the terminating "." line, as streamMessage sends it; and
+ * the wire octets before stuffing. null when the file is larger, or grew
+ * while it was read.
+ */
+export function readWhole(fd: number, max: number, buf: Buffer): { body: Buffer; octets: number } | null {
+  const size = fs.fstatSync(fd).size;
+  if (size > max) return null;
+  let n = 0;
+  for (;;) {
+    const r = fs.readSync(fd, buf, n, size + 1 - n, null);
+    if (r === 0) break;
+    n += r;
+    if (n > size) return null;
+  }
+  const wire = new WireForm();
+  let end = wire.convert(buf, 0, n);
+  end += wire.end().copy(buf, end);
+  const octets = end;
+  const stuffer = new DotStuffer();
+  end = stuffer.stuff(buf, 0, end);
+  end += stuffer.end().copy(buf, end);
+  return { body: buf.subarray(0, end), octets };
+}

@@ -11,14 +11,14 @@ import { Message, markSeen } from '@popd/store/maildir';
 import { errnoCode } from '@popd/store/fsutil';
 import { Pacer } from '@popd/store/pacer';
 import { Logger } from '@popd/shared/log';
-import { QUIET_MS } from '@popd/shared/params';
+import { QUIET_MS, READ_AHEAD_MAX } from '@popd/shared/params';
 import { TRANSACTION_CAPABILITIES } from '@popd/shared/capa';
 import { Command, parseCommand } from './command';
 import { LineInput } from './input';
 import { writeListing } from './listing';
 import { Maildrop } from './maildrop';
 import { Output } from './output';
-import { openMessage, streamMessage } from './retr';
+import { openMessage, readWhole, streamMessage, wholeRoom } from './retr';
 import { TopLimiter } from './top';
 
 export type EndReason = 'quit' | 'eof' | 'timeout' | 'error';
@@ -61,6 +61,12 @@ export class Session {
   private marking: Promise<void> | null = null;
   /** Set when QUIT ends the session (UPDATE follows). */
   private quitting = false;
+  /** The numbers of the last two messages RETR sent whole, the last first. */
+  private retrieving: [number, number] = [0, 0];
+  /** The next message's answer, read ahead while the client was silent (readAhead), in aheadRoom. */
+  private ahead: { n: number; m: Message; body: Buffer; octets: number } | null = null;
+  /** Kept while the client fetches message after message (a buffer per message cost a garbage collection every few). */
+  private aheadRoom: Buffer | null = null;
 
   constructor(
     private readonly io: Duplex,
@@ -80,6 +86,36 @@ export class Session {
     this.waitingSince = performance.now();
     for (const wake of this.wakers.splice(0)) wake();
     this.markSeenWhenQuiet();
+    const [last, before] = this.retrieving;
+    if (last > 0 && last === before + 1 && this.ahead?.n !== last + 1) setImmediate(() => this.readAhead(last + 1));
+  }
+
+  /**
+   * After RETR of k-1 and k, reads message k+1 (at most READ_AHEAD_MAX on
+   * disk) while the client is silent: its RETR finds the answer ready, and
+   * the file's reading and editing happen while authpop and the client work
+   * on the message before. Any failure is left to RETR to meet and report.
+   */
+  private readAhead(n: number): void {
+    if (this.ended || this.waitingSince === null) return; // the client spoke first: its command comes first
+    const { box, maildir } = this.ctx;
+    const m = box.lookup(n);
+    if (typeof m === 'string' || m.octets > READ_AHEAD_MAX) return;
+    let fd: number;
+    try {
+      fd = openMessage(maildir, m);
+    } catch {
+      return;
+    }
+    try {
+      this.aheadRoom ??= Buffer.allocUnsafe(wholeRoom(READ_AHEAD_MAX));
+      const r = readWhole(fd, READ_AHEAD_MAX, this.aheadRoom);
+      this.ahead = r && { n, m, ...r };
+    } catch {
+      this.ahead = null;
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /** Marks the retrieved messages seen once the client has been silent QUIET_MS (checked again when the timer fires). */
@@ -89,8 +125,11 @@ export class Session {
       () => {
         this.seenTimer = null;
         if (this.waitingSince === null) return; // busy: the next wait for the client schedules again
-        if (performance.now() - this.waitingSince < QUIET_MS) this.markSeenWhenQuiet();
-        else this.marking ??= this.markRetrieved(null).finally(() => (this.marking = null));
+        if (performance.now() - this.waitingSince < QUIET_MS) return this.markSeenWhenQuiet();
+        // A client fetching one message after another is back long before.
+        this.ahead = null;
+        this.aheadRoom = null;
+        this.marking ??= this.markRetrieved(null).finally(() => (this.marking = null));
       },
       Math.max(0, this.waitingSince + QUIET_MS - performance.now()),
     );
@@ -204,6 +243,13 @@ export class Session {
     const { box, maildir, log } = this.ctx;
     const m = box.lookup(n);
     if (typeof m === 'string') return this.out.line(`-ERR ${m}`);
+    const ahead = this.ahead;
+    this.ahead = null;
+    if (limit === null && ahead !== null && ahead.n === n && ahead.m === m) {
+      await this.out.line(`+OK ${m.octets} octets`);
+      await this.out.bytes(ahead.body);
+      return this.sentWhole(n, m, ahead.octets);
+    }
     let fd: number;
     try {
       fd = openMessage(maildir, m);
@@ -226,16 +272,21 @@ export class Session {
       this.detail = `sending message ${n}`;
       const sent = await streamMessage(fd, this.out, limit);
       this.detail = '';
-      if (limit) return;
-      this.retrieved++;
-      if (sent !== m.octets) {
-        log.warning(`message ${n} (${m.unique}): indexed as ${m.octets} octets, sent ${sent}; popcache will be corrected`);
-        this.corrections.set(m.unique, sent);
-      }
-      this.unseen.push({ n, m });
+      if (!limit) this.sentWhole(n, m, sent);
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /** RETR sent message n whole, sent wire octets of it. */
+  private sentWhole(n: number, m: Message, sent: number): void {
+    this.retrieved++;
+    if (sent !== m.octets) {
+      this.ctx.log.warning(`message ${n} (${m.unique}): indexed as ${m.octets} octets, sent ${sent}; popcache will be corrected`);
+      this.corrections.set(m.unique, sent);
+    }
+    this.unseen.push({ n, m });
+    this.retrieving = [n, this.retrieving[0]];
   }
 
   /**
