@@ -34,6 +34,9 @@ test('npm pack produces a tarball that installs with npm install -g and gives wo
   // The channel addon travels as source and is compiled by the install, for the machine it lands on.
   for (const f of ['binding.gyp', 'src/channel.c', 'install.js']) assert.ok(list.includes(`package/node_modules/@popd/channel/${f}`), `channel's ${f} is not in the tarball`);
   assert.ok(!list.some((f) => f.startsWith('package/node_modules/@popd/channel/build/')), 'a prebuilt channel addon was packed');
+  // So does the worker's C part.
+  for (const f of ['binding.gyp', 'src/wireedit.c']) assert.ok(list.includes(`package/node_modules/@popd/wrkrpop/${f}`), `wrkrpop's ${f} is not in the tarball`);
+  assert.ok(!list.some((f) => f.startsWith('package/node_modules/@popd/wrkrpop/build/')), 'a prebuilt wireedit addon was packed');
 
   const prefix = path.join(dir, 'prefix');
   npm(['install', '-g', '--offline', '--prefix', prefix, tarball], dir);
@@ -54,6 +57,14 @@ test('npm pack produces a tarball that installs with npm install -g and gives wo
     tx.send(Buffer.from('built'), 0);`;
   const ch = spawnSync(process.execPath, ['-e', channelCheck, path.join(prefix, 'lib/node_modules/popd')], { encoding: 'utf8' });
   assert.equal(ch.stdout, 'built:true', ch.stderr);
+  const wireCheck = `
+    const { WireEdit } = require(require.resolve('@popd/wrkrpop/wireedit', { paths: [process.argv[1]] }));
+    const e = new WireEdit();
+    const buf = Buffer.alloc(16);
+    const end = e.edit(buf, 0, buf.write('a\\n.b'));
+    process.stdout.write(Buffer.concat([buf.subarray(0, end), e.end()]).toString('latin1'));`;
+  const we = spawnSync(process.execPath, ['-e', wireCheck, path.join(prefix, 'lib/node_modules/popd')], { encoding: 'utf8' });
+  assert.equal(we.stdout, 'a\r\n..b\r\n.\r\n', we.stderr);
   for (const page of ['man8/popd.8', 'man8/popmda.8', 'man8/popctl.8', 'man5/authtab.5', 'man5/usertab.5']) {
     assert.ok(fs.existsSync(path.join(prefix, 'share/man', page)), `man page ${page} not installed`);
   }

@@ -30,9 +30,21 @@ export function referenceWireSize(b: Buffer): number {
   return n + (b.length > 0 && b[b.length - 1] !== 0x0a ? 2 : 0);
 }
 
+/** Splits buf at the given offsets (sorted, deduplicated, in range). */
+export function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
+  const points = [...new Set(cuts.filter((c) => c > 0 && c < buf.length))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const p of points) {
+    out.push(buf.subarray(from, p));
+    from = p;
+  }
+  out.push(buf.subarray(from));
+  return out;
+}
+
 /**
- * Runs an in-place edit (WireForm.convert, DotStuffer.stuff) on chunk as the
- * worker does: placed after other bytes in a larger buffer with room for it
+ * Runs an in-place edit (the worker's WireEdit) on chunk as the worker does: placed after other bytes in a larger buffer with room for it
  * to double. Throws if the edit touched what lies before the chunk; returns
  * the edited bytes.
  */

@@ -5,13 +5,15 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Logger } from '@popd/shared/log';
 import { LineEvent, LineSplitter, MAX_DISCARD, MAX_LONG_LINES, Pop3Lines } from '@popd/shared/pop3lines';
 import { parseCommand } from '@popd/wrkrpop/command';
-import { DotStuffer } from '@popd/wrkrpop/dotstuff';
+import { WireEdit } from '@popd/wrkrpop/wireedit';
+import { wireSizeOf } from '@popd/store/wire';
 import { TopLimiter } from '@popd/wrkrpop/top';
 import { serve } from '@popd/wrkrpop/serve';
 import { openMessage, readWhole, wholeRoom } from '@popd/wrkrpop/retr';
@@ -19,7 +21,7 @@ import { Message } from '@popd/store/maildir';
 import { OUTPUT_BLOCK as BLOCK, TLS_RECORD as RECORD } from '@popd/shared/params';
 import { Pop3Client } from '../lib/pop3';
 import { removeSeeded, seedMaildir, wireOracle } from '../lib/maildirs';
-import { editInPlace } from '../lib/store';
+import { INPUTS, editInPlace, referenceWire, splitAt } from '../lib/store';
 import { tmpdir } from '../lib/util';
 
 after(removeSeeded);
@@ -100,35 +102,65 @@ function stuffedOracle(wire: Buffer): Buffer {
   return Buffer.from(lines.map((l) => (l.startsWith('.') ? '.' + l : l) + '\r\n').join('') + '.\r\n', 'latin1');
 }
 
-test('DotStuffer: equals the line-by-line rule for every chunking, including a dot right after a chunk edge', () => {
-  const bodies = ['', '.\r\n', '..\r\n', 'a\r\n.\r\n.b\r\n', '.x\r\n\r\n.\r\n..\r\nend\r\n'].map((s) => Buffer.from(s, 'latin1'));
-  for (const body of bodies) {
-    for (const step of [1, 2, 3, 5, 100]) {
-      const st = new DotStuffer();
-      const parts: Buffer[] = [];
-      for (let i = 0; i < body.length; i += step) parts.push(editInPlace(body.subarray(i, i + step), (buf, start, end) => st.stuff(buf, start, end)));
-      parts.push(st.end());
-      assert.deepEqual(Buffer.concat(parts), stuffedOracle(body), `${JSON.stringify(body.toString())} step ${step}`);
+/** WireEdit over chunks, each edited in place as the worker does: the bytes sent and the wire octets it counted. */
+function edited(chunks: Buffer[]): { out: Buffer; octets: number } {
+  const e = new WireEdit();
+  const parts = chunks.map((c) => editInPlace(c, (buf, start, end) => e.edit(buf, start, end)));
+  parts.push(e.end());
+  return { out: Buffer.concat(parts), octets: e.wireOctets };
+}
+
+test('WireEdit (C): the reference wire form, dot-stuffed and terminated, for every input whole and split around every CR, LF and "." and at random; its octets are WireSize\'s', () => {
+  const dotty = ['', '.', '.\n', '..\r\n', 'a\r\n.\r\n.b\n', '.x\n\n.\r\n..\nend', '\r.\n.\r.', '.\r\n.\n'].map((t, i) => ({ name: `dots ${i}`, data: Buffer.from(t, 'latin1') }));
+  for (const { name, data } of [...INPUTS, ...dotty]) {
+    const want = stuffedOracle(referenceWire(data));
+    const octets = wireSizeOf(data);
+    const check = (chunks: Buffer[], how: string): void => {
+      const r = edited(chunks);
+      assert.ok(r.out.equals(want), `${name}: ${how}`);
+      assert.equal(r.octets, octets, `${name}: octets, ${how}`);
+    };
+    check([data], 'whole');
+    const around: number[] = [];
+    for (let i = 0; i < data.length; i++) if (data[i] === 0x0a || data[i] === 0x0d || data[i] === 0x2e) around.push(i, i + 1);
+    check(splitAt(data, around), 'split around CR, LF and "."');
+    for (let round = 0; round < 5; round++) {
+      const cuts = Array.from({ length: crypto.randomInt(1, 20) }, () => crypto.randomInt(0, data.length + 1));
+      check([Buffer.alloc(0), ...splitAt(data, cuts), Buffer.alloc(0)], `split at ${cuts}`);
     }
+  }
+  // Many short messages of the bytes that matter, cut anywhere.
+  for (let i = 0; i < 3000; i++) {
+    const data = Buffer.from(Array.from({ length: crypto.randomInt(0, 40) }, () => [0x0d, 0x0a, 0x2e, 0x78][crypto.randomInt(0, 4)]));
+    const cuts = Array.from({ length: crypto.randomInt(0, 6) }, () => crypto.randomInt(0, data.length + 1));
+    const r = edited(splitAt(data, cuts));
+    assert.ok(r.out.equals(stuffedOracle(referenceWire(data))), JSON.stringify(data.toString('latin1')));
+    assert.equal(r.octets, wireSizeOf(data));
   }
 });
 
-test('readWhole (RETR read ahead): the wire form, dot-stuffed, with the terminator, as streamMessage sends it; null past its limit', () => {
+test('WireEdit (C): without room for its edits it writes nothing and throws', () => {
+  const buf = Buffer.from('\n.\n..');
+  assert.throws(() => new WireEdit().edit(buf, 0, buf.length), RangeError);
+  assert.equal(buf.toString(), '\n.\n..');
+  assert.throws(() => new WireEdit().edit(buf, 4, 2), RangeError);
+  assert.throws(() => new WireEdit().edit(buf, 0, 99), RangeError);
+});
+
+test('readWhole (RETR read ahead): what streamMessage sends, in a buffer of its own; null past its limit', () => {
   const dir = tmpdir('readwhole-');
   try {
-    const bodies = ['', 'a', '\n', '.\n', 'x\r\n.\n..\r\nlone\rcr\n', 'no newline at the end', '.'.repeat(50) + '\n.\n'.repeat(100), 'l\n'.repeat(5000)].map((t) => Buffer.from(t, 'latin1'));
-    const room = Buffer.alloc(wholeRoom(10_000));
-    for (const body of bodies) {
+    const room = Buffer.alloc(wholeRoom(300_000));
+    for (const { name, data } of INPUTS) {
       const file = path.join(dir, 'm');
-      fs.writeFileSync(file, body);
+      fs.writeFileSync(file, data);
       const fd = fs.openSync(file, 'r');
       try {
-        const r = readWhole(fd, 10_000, room);
-        assert.ok(r !== null);
-        const wire = wireOracle(body);
-        assert.equal(r.octets, wire.length, JSON.stringify(body.toString().slice(0, 40)));
-        assert.deepEqual(r.body, stuffedOracle(wire), JSON.stringify(body.toString().slice(0, 40)));
-        if (body.length > 0) assert.equal(readWhole(fd, body.length - 1, room), null, 'one octet over the limit');
+        const r = readWhole(fd, 300_000, room);
+        assert.ok(r !== null, name);
+        assert.deepEqual(r.body, stuffedOracle(referenceWire(data)), name);
+        assert.equal(r.octets, wireSizeOf(data), name);
+        if (data.length > 0) assert.equal(readWhole(fd, data.length - 1, room), null, `${name}: one octet over the limit`);
       } finally {
         fs.closeSync(fd);
       }

@@ -1,10 +1,10 @@
 // identity: the mail user
 /**
- * RETR and TOP: a message file streamed through the wire form (the one
- * LF -> CRLF rule), TOP's cut, and dot-stuffing, a block at a time, so that
- * any message size costs the same memory. Each chunk is read straight into
- * the output's buffer and edited there: a chunk that needs no change is
- * never copied, one that does is moved once per rule that changes it.
+ * RETR and TOP: a message file streamed through the wire form and
+ * dot-stuffing (WireEdit) and TOP's cut, a block at a time, so that any
+ * message size costs the same memory. Each chunk is read straight into the
+ * output's buffer and edited there: a chunk that needs no change is never
+ * copied, one that does has each byte moved at most once.
  * Files in the maildir are hostile: never followed through a symlink, never
  * anything but a regular file.
  * File I/O is synchronous on purpose: thread-pool round trips for open,
@@ -17,11 +17,10 @@ import path from 'node:path';
 import { openRegular } from '@popd/store/fsutil';
 import { Message, locateMessages } from '@popd/store/maildir';
 import { Pacer } from '@popd/store/pacer';
-import { WireForm } from '@popd/store/wire';
-import { DotStuffer } from './dotstuff';
 import { OUTPUT_BLOCK } from '@popd/shared/params';
 import { Output } from './output';
 import { TopLimiter } from './top';
+import { WireEdit } from './wireedit';
 
 /**
  * Opens message m read-only and returns the descriptor. When its file was
@@ -44,41 +43,30 @@ export function openMessage(maildir: string, m: Message): number {
 
 /**
  * Sends the message body and the terminating "." line (the +OK line is the
- * caller's). With a limiter, stops reading at TOP's cut. Returns the wire
+ * caller's). With a limiter, stops at TOP's cut (dot-stuffing changes no
+ * line's end, so the cut is found on the edited bytes). Returns the wire
  * octets sent, before dot-stuffing: what LIST should have said for RETR.
  */
 export async function streamMessage(fd: number, out: Output, limit: TopLimiter | null): Promise<number> {
-  const wire = new WireForm();
-  const stuffer = new DotStuffer();
+  const edit = new WireEdit();
   const pacer = new Pacer();
-  let octets = 0;
-  /** buf[at, end), in the wire form, through TOP's cut and dot-stuffing into the output. */
-  const send = async (buf: Buffer, at: number, end: number): Promise<void> => {
-    if (limit) end = at + limit.take(buf.subarray(at, end)).length;
-    octets += end - at;
-    await out.commit(stuffer.stuff(buf, at, end));
-  };
   for (;;) {
-    // As much as completes a block; the two rules insert at most one byte per byte read (a CR before an LF, a "." before a ".").
+    // As much as completes a block, with room for the edits to double it.
     const want = OUTPUT_BLOCK - out.pending;
     const { buf, at } = out.room(2 * want);
     const n = fs.readSync(fd, buf, at, want, null);
     if (n === 0) break;
-    await send(buf, at, wire.convert(buf, at, at + n));
+    const end = edit.edit(buf, at, at + n);
+    await out.commit(limit ? at + limit.take(buf.subarray(at, end)).length : end);
     if (limit?.finished) break;
     if (pacer.due()) await pacer.yield();
   }
-  const tail = wire.end();
-  if (!limit?.finished && tail.length > 0) {
-    const { buf, at } = out.room(2 * tail.length);
-    await send(buf, at, at + tail.copy(buf, at));
-  }
-  await out.bytes(stuffer.end());
-  return octets;
+  await out.bytes(edit.end(limit?.finished));
+  return edit.wireOctets;
 }
 
-/** Room readWhole needs for a message of size octets on disk: each byte read causes at most one insertion (a CR before an LF, a "." before a "."), then CRLF and the terminator. */
-export const wholeRoom = (size: number): number => 2 * size + 8;
+/** Room readWhole needs for a message of size octets on disk: the edits at most double it, then CRLF and the terminator. */
+export const wholeRoom = (size: number): number => 2 * size + 5;
 
 /**
  * A whole RETR answer body, for a message of at most max octets on disk,
@@ -97,12 +85,8 @@ export function readWhole(fd: number, max: number, buf: Buffer): { body: Buffer;
     n += r;
     if (n > size) return null;
   }
-  const wire = new WireForm();
-  let end = wire.convert(buf, 0, n);
-  end += wire.end().copy(buf, end);
-  const octets = end;
-  const stuffer = new DotStuffer();
-  end = stuffer.stuff(buf, 0, end);
-  end += stuffer.end().copy(buf, end);
-  return { body: buf.subarray(0, end), octets };
+  const edit = new WireEdit();
+  let end = edit.edit(buf, 0, n);
+  end += edit.end().copy(buf, end);
+  return { body: buf.subarray(0, end), octets: edit.wireOctets };
 }
