@@ -238,6 +238,31 @@ describe('what children inherit', { skip: !isRoot && 'needs root: reads other us
   });
 });
 
+describe('spares', { skip: !isRoot && 'needs root: only root may set a nice value back' }, () => {
+  test('a spare starts at nice 19 and is set back to 0 when a session takes it', async () => {
+    const q = await PopdFixture.start({ accounts: [{ user: 'alice', pass: 'pw-a' }], mode: 'root' });
+    try {
+      /** Field 19 of /proc/PID/stat. */
+      const nice = (pid: number): number => {
+        const st = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+        return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]);
+      };
+      const workers = (): Array<{ pid: number; uid: number }> => tree(q.proc.pid!).filter((x) => x.cmdline.includes(BIN.wrkrpop)).map((x) => ({ pid: x.pid, uid: x.uids[0] }));
+      await waitFor('a spare', () => workers().length > 0);
+      for (const w of workers()) assert.equal(nice(w.pid), 19, `spare ${w.pid}`);
+      const c = await connectTls(q.tlsPort);
+      await c.line();
+      assert.match(await login(c, 'alice', 'pw-a'), /^\+OK/);
+      // The one serving alice runs as the mail user; the spare started in its place, still root, waits at 19.
+      await waitFor('the next spare', () => workers().some((w) => w.uid === 0));
+      for (const w of workers()) assert.equal(nice(w.pid), w.uid === 0 ? 19 : 0, `${w.uid === 0 ? 'spare' : 'serving worker'} ${w.pid}`);
+      await c.cmd('QUIT');
+    } finally {
+      await q.stop();
+    }
+  });
+});
+
 describe('faults and signals', () => {
   let p: PopdFixture;
   const big = msg(1, 'x'.repeat(200) + '\n') + ('y'.repeat(998) + '\n').repeat(8000);

@@ -9,6 +9,7 @@
  * authpop. popd also knows which users have a session ([IN-USE]).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import nacl from 'tweetnacl';
 import { socketpair } from '@popd/channel';
@@ -101,6 +102,24 @@ interface Live {
   end: () => void;
 }
 
+/**
+ * A spare starts at this nice value, and is set back to 0 when it is taken:
+ * its Node start-up (about 50 ms of CPU) then runs on idle CPU rather than
+ * beside the session that took the spare before it (a first open of 1,000
+ * messages on a fresh worker took 91 ms beside it, against 21 on a warm one).
+ */
+const SPARE_NICE = 19;
+
+/** Sets w's nice value; only root may lower it again, so as an ordinary user spares keep the default. */
+function setNice(w: Worker, nice: number): void {
+  if (process.getuid?.() !== 0 || w.child.pid === 0) return;
+  try {
+    os.setPriority(w.child.pid, nice);
+  } catch {
+    // It exited meanwhile.
+  }
+}
+
 export class WrkrpopSupervisor {
   private readonly spares = new Set<Worker>();
   private readonly byKey = new Map<string, Worker>();
@@ -138,7 +157,11 @@ export class WrkrpopSupervisor {
   /** Keeps the spares this mode needs started. */
   warm(): void {
     const want = this.o.isolation === 'uid' ? SPARES_PER_UID : SPARES_PER_SESSION;
-    while (!this.stopped && this.spares.size < want) this.spares.add(this.spawn());
+    while (!this.stopped && this.spares.size < want) {
+      const w = this.spawn();
+      setNice(w, SPARE_NICE);
+      this.spares.add(w);
+    }
   }
 
   /** New tables: a worker whose root no longer covers its uid's maildirs takes no more sessions and ends with its last. */
@@ -174,7 +197,10 @@ export class WrkrpopSupervisor {
 
   private take(): Worker {
     const [spare] = this.spares;
-    if (spare !== undefined && spare.child.alive) this.spares.delete(spare);
+    if (spare !== undefined && spare.child.alive) {
+      this.spares.delete(spare);
+      setNice(spare, 0);
+    }
     // The next spare starts after this login is answered.
     setImmediate(() => this.warm());
     return spare !== undefined && spare.child.alive ? spare : this.spawn();
