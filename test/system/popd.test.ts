@@ -242,11 +242,13 @@ describe('spares', { skip: !isRoot && 'needs root: only root may set a nice valu
   test('a spare starts at nice 19 and is set back to 0 when a session takes it', async () => {
     const q = await PopdFixture.start({ accounts: [{ user: 'alice', pass: 'pw-a' }], mode: 'root' });
     try {
-      /** Field 19 of /proc/PID/stat. */
-      const nice = (pid: number): number => {
-        const st = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+      /** Field 19 of /proc/PID/task/TID/stat: a nice value is a thread's; the value of the main thread, or of every thread. */
+      const niceOf = (pid: number, tid: number): number => {
+        const st = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
         return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]);
       };
+      const nice = (pid: number): number => niceOf(pid, pid);
+      const threadsNice = (pid: number): number[] => [...new Set(fs.readdirSync(`/proc/${pid}/task`).map((t) => niceOf(pid, Number(t))))];
       const workers = (): Array<{ pid: number; uid: number }> => tree(q.proc.pid!).filter((x) => x.cmdline.includes(BIN.wrkrpop)).map((x) => ({ pid: x.pid, uid: x.uids[0] }));
       await waitFor('a spare', () => workers().length > 0);
       for (const w of workers()) assert.equal(nice(w.pid), 19, `spare ${w.pid}`);
@@ -256,6 +258,8 @@ describe('spares', { skip: !isRoot && 'needs root: only root may set a nice valu
       // The one serving alice runs as the mail user; the spare started in its place, still root, waits at 19.
       await waitFor('the next spare', () => workers().some((w) => w.uid === 0));
       for (const w of workers()) assert.equal(nice(w.pid), w.uid === 0 ? 19 : 0, `${w.uid === 0 ? 'spare' : 'serving worker'} ${w.pid}`);
+      // Every thread of the serving worker (V8's compiler and GC helpers too), not only its main one.
+      for (const w of workers().filter((x) => x.uid !== 0)) assert.deepEqual(threadsNice(w.pid), [0], `threads of ${w.pid}`);
       await c.cmd('QUIT');
     } finally {
       await q.stop();

@@ -15,7 +15,7 @@ import nacl from 'tweetnacl';
 import { socketpair } from '@popd/channel';
 import { parseFromWorker, PROTOCOL, WorkerToPopd } from '@popd/shared/ipc';
 import type { Logger } from '@popd/shared/log';
-import { SPARES_PER_SESSION, SPARES_PER_UID } from '@popd/shared/params';
+import { SPARE_NICE, SPARES_PER_SESSION, SPARES_PER_UID } from '@popd/shared/params';
 import type { Tables, UserInfo } from '@popd/shared/tables';
 import { Child } from './child';
 import type { ChildSink } from './logs';
@@ -103,20 +103,26 @@ interface Live {
 }
 
 /**
- * A spare starts at this nice value, and is set back to 0 when it is taken:
- * its Node start-up (about 50 ms of CPU) then runs on idle CPU rather than
- * beside the session that took the spare before it (a first open of 1,000
- * messages on a fresh worker took 91 ms beside it, against 21 on a warm one).
+ * Sets the nice value of w's every thread (on Linux a nice value is a
+ * thread's, and threads started meanwhile took the old one: V8's compiler
+ * and GC helpers must not stay at SPARE_NICE once the worker serves). Only
+ * root may lower a nice value again, so as an ordinary user spares keep the
+ * default.
  */
-const SPARE_NICE = 19;
-
-/** Sets w's nice value; only root may lower it again, so as an ordinary user spares keep the default. */
 function setNice(w: Worker, nice: number): void {
   if (process.getuid?.() !== 0 || w.child.pid === 0) return;
+  let tids: number[];
   try {
-    os.setPriority(w.child.pid, nice);
+    tids = fs.readdirSync(`/proc/${w.child.pid}/task`).map(Number);
   } catch {
-    // It exited meanwhile.
+    tids = [w.child.pid]; // no /proc (OpenBSD, where the value is the process's)
+  }
+  for (const tid of tids) {
+    try {
+      os.setPriority(tid, nice);
+    } catch {
+      // It exited meanwhile.
+    }
   }
 }
 
