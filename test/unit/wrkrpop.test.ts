@@ -228,7 +228,7 @@ test('openMessage finds a message another program moved from new/ to cur/ (with 
   const unique = s.uniques[0];
   const m: Message = { unique, dir: 'new', file: unique, octets: 0, time: 0 };
   fs.renameSync(path.join(s.dir, 'new', unique), path.join(s.dir, 'cur', `${unique}:2,F`));
-  const fd = openMessage(s.dir, m);
+  const { fd } = openMessage(s.dir, m);
   try {
     assert.equal(fs.readFileSync(fd, 'latin1'), 'Subject: moved\n\nbody\n');
   } finally {

@@ -23,21 +23,25 @@ import { TopLimiter } from './top';
 import { WireEdit } from './wireedit';
 
 /**
- * Opens message m read-only and returns the descriptor. When its file was
+ * Opens message m read-only: its descriptor and size. When its file was
  * renamed since login (flags set by an IMAP server, moved from new/ to cur/
  * by another program), finds it again and updates m; throws ENOENT when it
  * is gone, ELOOP for a symlink, EFTYPE for anything not a regular file.
  */
-export function openMessage(maildir: string, m: Message): number {
+export function openMessage(maildir: string, m: Message): { fd: number; size: number } {
+  const open = (): { fd: number; size: number } => {
+    const { fd, st } = openRegular(path.join(maildir, m.dir, m.file));
+    return { fd, size: st.size };
+  };
   try {
-    return openRegular(path.join(maildir, m.dir, m.file)).fd;
+    return open();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     const now = locateMessages(maildir, new Set([m.unique])).get(m.unique);
     if (now === undefined) throw err;
     m.dir = now.dir;
     m.file = now.file;
-    return openRegular(path.join(maildir, m.dir, m.file)).fd;
+    return open();
   }
 }
 
@@ -69,18 +73,15 @@ export async function streamMessage(fd: number, out: Output, limit: TopLimiter |
 export const wholeRoom = (size: number): number => 2 * size + 5;
 
 /**
- * A whole RETR answer body, for a message of at most max octets on disk,
- * written into buf (at least wholeRoom(max) octets): the wire form,
- * dot-stuffed, with the terminating "." line, as streamMessage sends it; and
- * the wire octets before stuffing. null when the file is larger, or grew
- * while it was read.
+ * A whole RETR answer body, for a message of size octets on disk (from
+ * openMessage), written into buf (at least wholeRoom(size) octets): the wire
+ * form, dot-stuffed, with the terminating "." line, as streamMessage sends
+ * it; and the wire octets before stuffing. null when the file grew since.
  */
-export function readWhole(fd: number, max: number, buf: Buffer): { body: Buffer; octets: number } | null {
-  const size = fs.fstatSync(fd).size;
-  if (size > max) return null;
+export function readWhole(fd: number, size: number, buf: Buffer): { body: Buffer; octets: number } | null {
   let n = 0;
   for (;;) {
-    const r = fs.readSync(fd, buf, n, size + 1 - n, null);
+    const r = fs.readSync(fd, buf, n, size + 1 - n, n);
     if (r === 0) break;
     n += r;
     if (n > size) return null;

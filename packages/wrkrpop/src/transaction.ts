@@ -56,15 +56,14 @@ export class Session {
    * waits for them, and a worker killed before loses a flag, not mail.
    */
   private readonly unseen: Array<{ n: number; m: Message }> = [];
-  private seenTimer: NodeJS.Timeout | null = null;
-  /** The seen marks being made, while they are. */
+  /** Waits for the client to be silent, then makes the seen marks (markSeenWhenQuiet), while it does. */
   private marking: Promise<void> | null = null;
   /** Set when QUIT ends the session (UPDATE follows). */
   private quitting = false;
   /** The numbers of the last two messages RETR sent whole, the last first. */
   private retrieving: [number, number] = [0, 0];
-  /** The next message's answer, read ahead while the client was silent (readAhead), in aheadRoom. */
-  private ahead: { n: number; m: Message; body: Buffer; octets: number } | null = null;
+  /** Message n's answer, read ahead while the client was silent (readAhead), in aheadRoom. */
+  private ahead: { n: number; body: Buffer; octets: number } | null = null;
   /** Kept while the client fetches message after message (a buffer per message cost a garbage collection every few). */
   private aheadRoom: Buffer | null = null;
 
@@ -85,7 +84,7 @@ export class Session {
     await this.out.flush();
     this.waitingSince = performance.now();
     for (const wake of this.wakers.splice(0)) wake();
-    this.markSeenWhenQuiet();
+    if (this.unseen.length > 0) this.marking ??= this.markSeenWhenQuiet();
     const [last, before] = this.retrieving;
     if (last > 0 && last === before + 1 && this.ahead?.n !== last + 1) setImmediate(() => this.readAhead(last + 1));
   }
@@ -101,16 +100,18 @@ export class Session {
     const { box, maildir } = this.ctx;
     const m = box.lookup(n);
     if (typeof m === 'string' || m.octets > READ_AHEAD_MAX) return;
-    let fd: number;
+    let file: { fd: number; size: number };
     try {
-      fd = openMessage(maildir, m);
+      file = openMessage(maildir, m);
     } catch {
       return;
     }
+    const { fd, size } = file;
     try {
+      if (size > READ_AHEAD_MAX) return;
       this.aheadRoom ??= Buffer.allocUnsafe(wholeRoom(READ_AHEAD_MAX));
-      const r = readWhole(fd, READ_AHEAD_MAX, this.aheadRoom);
-      this.ahead = r && { n, m, ...r };
+      const r = readWhole(fd, size, this.aheadRoom);
+      this.ahead = r && { n, ...r };
     } catch {
       this.ahead = null;
     } finally {
@@ -118,21 +119,16 @@ export class Session {
     }
   }
 
-  /** Marks the retrieved messages seen once the client has been silent QUIET_MS (checked again when the timer fires). */
-  private markSeenWhenQuiet(): void {
-    if (this.unseen.length === 0 || this.seenTimer !== null || this.marking !== null || this.waitingSince === null) return;
-    this.seenTimer = setTimeout(
-      () => {
-        this.seenTimer = null;
-        if (this.waitingSince === null) return; // busy: the next wait for the client schedules again
-        if (performance.now() - this.waitingSince < QUIET_MS) return this.markSeenWhenQuiet();
-        // A client fetching one message after another is back long before.
-        this.ahead = null;
-        this.aheadRoom = null;
-        this.marking ??= this.markRetrieved(null).finally(() => (this.marking = null));
-      },
-      Math.max(0, this.waitingSince + QUIET_MS - performance.now()),
-    );
+  /** Once the client has been silent QUIET_MS, marks the retrieved messages seen and lets the read-ahead buffer go. */
+  private async markSeenWhenQuiet(): Promise<void> {
+    await this.quiet();
+    if (!this.ended) {
+      // A client fetching one message after another is back long before.
+      this.ahead = null;
+      this.aheadRoom = null;
+      await this.markRetrieved(null);
+    }
+    this.marking = null;
   }
 
   /** Resolves once the client has been silent for QUIET_MS, or the session has ended. */
@@ -144,7 +140,14 @@ export class Session {
       }
       const left = this.waitingSince + QUIET_MS - performance.now();
       if (left <= 0) return;
-      await new Promise((r) => setTimeout(r, left));
+      // Woken early by the next wait for the client or the end, which the loop then looks at.
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.wakers.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
     }
   }
 
@@ -179,11 +182,10 @@ export class Session {
       return 'error';
     } finally {
       clearTimeout(this.idle);
-      if (this.seenTimer) clearTimeout(this.seenTimer);
-      await this.marking;
-      await this.markRetrieved(this.quitting ? 'quit' : 'other');
       this.ended = true;
       for (const wake of this.wakers.splice(0)) wake();
+      await this.marking;
+      await this.markRetrieved(this.quitting ? 'quit' : 'other');
     }
   }
 
@@ -245,14 +247,14 @@ export class Session {
     if (typeof m === 'string') return this.out.line(`-ERR ${m}`);
     const ahead = this.ahead;
     this.ahead = null;
-    if (limit === null && ahead !== null && ahead.n === n && ahead.m === m) {
+    if (limit === null && ahead?.n === n) {
       await this.out.line(`+OK ${m.octets} octets`);
       await this.out.bytes(ahead.body);
       return this.sentWhole(n, m, ahead.octets);
     }
     let fd: number;
     try {
-      fd = openMessage(maildir, m);
+      fd = openMessage(maildir, m).fd;
     } catch (err) {
       const code = errnoCode(err);
       if (code === 'ENOENT') {

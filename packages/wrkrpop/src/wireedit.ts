@@ -18,15 +18,13 @@ interface Native {
 
 const native = require(path.join(__dirname, '..', 'build', 'Release', 'wireedit.node')) as Native;
 
-const LF = 0x0a;
 const TERMINATOR = Buffer.from('.\r\n');
 /** The wire form's end rule (CRLF) before the terminator, for a message that does not end a line. */
 const CRLF_TERMINATOR = Buffer.from('\r\n.\r\n');
 
 export class WireEdit {
-  /** [the last chunk ended with CR, the next chunk starts a line, "." inserted by the last edit] */
+  /** [the last chunk ended with CR, the next chunk starts a line (nothing yet, or the last ended with LF), "." inserted by the last edit] */
   private readonly state = new Uint32Array([0, 1, 0]);
-  private lastByte = -1;
   /** Octets of the wire form so far, before dot-stuffing: what LIST should have said. */
   wireOctets = 0;
 
@@ -36,8 +34,6 @@ export class WireEdit {
    * causes at most one insertion: a CR before an LF, a "." before a ".").
    */
   edit(buf: Buffer, start: number, end: number): number {
-    if (end === start) return end;
-    this.lastByte = buf[end - 1];
     const to = native.edit(buf, start, end, this.state);
     this.wireOctets += to - start - this.state[2];
     return to;
@@ -45,7 +41,7 @@ export class WireEdit {
 
   /** What ends the answer after the last chunk, or after TOP's cut (which ends a line). */
   end(cut = false): Buffer {
-    if (cut || this.lastByte === -1 || this.lastByte === LF) return TERMINATOR;
+    if (cut || this.state[1] === 1) return TERMINATOR;
     this.wireOctets += 2;
     return CRLF_TERMINATOR;
   }
