@@ -56,12 +56,14 @@ export class Session {
    * waits for them, and a worker killed before loses a flag, not mail.
    */
   private readonly unseen: Array<{ n: number; m: Message }> = [];
-  /** Waits for the client to be silent, then makes the seen marks (markSeenWhenQuiet), while it does. */
-  private marking: Promise<void> | null = null;
+  /** Waits for the client to be silent, then makes the seen marks and frees the read-ahead buffer (whenQuiet), while it does. */
+  private quietWork: Promise<void> | null = null;
   /** Set when QUIT ends the session (UPDATE follows). */
   private quitting = false;
-  /** The numbers of the last two messages RETR sent whole, the last first. */
-  private retrieving: [number, number] = [0, 0];
+  /** The number of the last message RETR sent whole. */
+  private lastRetr = 0;
+  /** The message to read ahead at the next wait for the client: set by RETR of k right after k-1, else 0. */
+  private readAheadNext = 0;
   /** Message n's answer, read ahead while the client was silent (readAhead), in aheadRoom. */
   private ahead: { n: number; body: Buffer; octets: number } | null = null;
   /** Kept while the client fetches message after message (a buffer per message cost a garbage collection every few). */
@@ -84,9 +86,10 @@ export class Session {
     await this.out.flush();
     this.waitingSince = performance.now();
     for (const wake of this.wakers.splice(0)) wake();
-    if (this.unseen.length > 0) this.marking ??= this.markSeenWhenQuiet();
-    const [last, before] = this.retrieving;
-    if (last > 0 && last === before + 1 && this.ahead?.n !== last + 1) setImmediate(() => this.readAhead(last + 1));
+    if (this.unseen.length > 0 || this.aheadRoom !== null) this.quietWork ??= this.whenQuiet();
+    const next = this.readAheadNext;
+    this.readAheadNext = 0;
+    if (next > 0) setImmediate(() => this.readAhead(next));
   }
 
   /**
@@ -120,7 +123,7 @@ export class Session {
   }
 
   /** Once the client has been silent QUIET_MS, marks the retrieved messages seen and lets the read-ahead buffer go. */
-  private async markSeenWhenQuiet(): Promise<void> {
+  private async whenQuiet(): Promise<void> {
     await this.quiet();
     if (!this.ended) {
       // A client fetching one message after another is back long before.
@@ -128,7 +131,7 @@ export class Session {
       this.aheadRoom = null;
       await this.markRetrieved(null);
     }
-    this.marking = null;
+    this.quietWork = null;
   }
 
   /** Resolves once the client has been silent for QUIET_MS, or the session has ended. */
@@ -184,7 +187,7 @@ export class Session {
       clearTimeout(this.idle);
       this.ended = true;
       for (const wake of this.wakers.splice(0)) wake();
-      await this.marking;
+      await this.quietWork;
       await this.markRetrieved(this.quitting ? 'quit' : 'other');
     }
   }
@@ -288,7 +291,8 @@ export class Session {
       this.corrections.set(m.unique, sent);
     }
     this.unseen.push({ n, m });
-    this.retrieving = [n, this.retrieving[0]];
+    this.readAheadNext = n === this.lastRetr + 1 ? n + 1 : 0;
+    this.lastRetr = n;
   }
 
   /**
