@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { BIN, run } from '../lib/util';
 import { addMessages, chownToMailUser, removeSeeded, seedMaildir, uidlOf, wireOctets } from '../lib/maildirs';
 import { killWorkers, login, quit } from '../lib/worker';
@@ -285,6 +286,32 @@ test('a hostile or broken record is never trusted and never hangs or fails the o
     assertExact(dir, o, what);
   }
   fs.rmSync(path.join(dir, 'tmp', 'copy'));
+});
+
+test('a popcache line forged together with a record to match (a name that leaves the maildir, a uidl that breaks a line) is never served', async () => {
+  const dir = await recorded();
+  const cache = path.join(dir, 'popcache');
+  const file = path.join(dir, STATE);
+  const goodCache = fs.readFileSync(cache, 'latin1');
+  const goodState = fs.readFileSync(file, 'latin1');
+  const [first, ...rest] = goodCache.split('\n');
+  const [name, octets, uidl] = first.split(' ');
+  const variants: Array<[string, string]> = [
+    ['a name with a path', `../../secret ${octets} ${uidlOf('../../secret')}`],
+    ['a name with a flags part', `${name}:2,S ${octets} ${uidl}`],
+    ['a uidl with CR in it', `${name} ${octets} ${'Z\r'.repeat(32)}`],
+    ['a uidl in capitals', `${name} ${octets} ${uidl.toUpperCase()}`],
+  ];
+  for (const [what, line] of variants) {
+    // What anyone who may write popcache may write: the line, and a record whose size and CRC-32 are the forged file's.
+    const forged = Buffer.from([line, ...rest].join('\n'), 'latin1');
+    fs.writeFileSync(cache, forged);
+    fs.writeFileSync(file, goodState.replace(/^popcache \d+ \d+$/m, `popcache ${forged.length} ${zlib.crc32(forged)}`));
+    const o = await open(dir);
+    assert.equal(o.listing, 'scan', what);
+    assertExact(dir, o, what);
+    fs.writeFileSync(cache, goodCache);
+  }
 });
 
 test('UPDATE deleting messages, and a session that changes nothing', async () => {

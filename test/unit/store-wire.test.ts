@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { WireSize, wireSizeOf } from '@popd/store/wire';
-import { curName, escapedHost, isSafeName, newBaseName, parseName, withSizes } from '@popd/store/uniquename';
+import { curName, escapedHost, isSafeName, isSafeUniqueName, newBaseName, parseName, withSizes } from '@popd/store/uniquename';
 import { PopcacheParser, parsePopcache, popcacheText, uidlOf } from '@popd/store/popcache';
 import { INPUTS, referenceWire, referenceWireSize, sha256, splitAt } from '../lib/store';
 
@@ -139,6 +139,14 @@ test('parseName agrees with the regular-expression definition of the S=, W= and 
   };
   const alphabet = ['1', '0', '9', ',', 'S', 'W', '=', '.', 'M', ':', '2', 'x', ',S=', ',W=', '1234567890123456'];
   for (const s of awkwardStrings(50_000, alphabet, 24)) assert.deepEqual(parseName(s), reference(s), JSON.stringify(s));
+});
+
+test('isSafeUniqueName (bytes, no string made) is isSafeName without ":"', () => {
+  const alphabet = ['a', '.', '/', ':', ' ', '\t', '\x7f', '\xfc', '~', '!', '-', 'x'.repeat(120)];
+  for (const s of awkwardStrings(20_000, alphabet, 6)) {
+    const b = Buffer.from(`<${s}>`, 'latin1');
+    assert.equal(isSafeUniqueName(b, 1, b.length - 1), isSafeName(s) && !s.includes(':'), JSON.stringify(s));
+  }
 });
 
 test('parsePopcache agrees with the regular-expression definition of a line', () => {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { MAX_POPCACHE_BYTES } from '@popd/shared/params';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import { isSafeName } from './uniquename';
+import { isSafeName, isSafeUniqueName } from './uniquename';
 import { fsyncDir, NotRegular, openRegular } from './fsutil';
 import { Pacer } from './pacer';
 
@@ -327,9 +327,13 @@ export class LineIndex {
 
   /**
    * Indexes the line b[start, end) (without its "\n") of pieces[p]: "name SP
-   * octets SP uidl" with a non-empty name and octets of 1 to 15 digits.
-   * False when it is not so, or when the index is full. The name and uidl
-   * are not checked: lines indexed so are ones this program wrote or checked.
+   * octets SP uidl" with a safe unique name, octets of 1 to 15 digits and a
+   * uidl of lowercase hex. False when it is not so, or when the index is
+   * full. That the uidl is the name's hash is not checked again (the record
+   * says this program wrote or checked the line), but the record lies next
+   * to popcache, writable by whoever can write popcache: a name that could
+   * leave the maildir, or a uidl that could break a line of the protocol,
+   * is never indexed.
    */
   add(p: number, b: Buffer, start: number, end: number): boolean {
     const sp2 = end - UIDL_LENGTH - 1;
@@ -340,6 +344,11 @@ export class LineIndex {
     for (let unit = 1, c = b[sp1]; c >= 0x30 && c <= 0x39; unit *= 10, c = b[--sp1]) v += (c - 0x30) * unit;
     const digits = sp2 - 1 - sp1;
     if (digits < 1 || digits > MAX_OCTETS_DIGITS || sp1 <= start || b[sp1] !== SP) return false;
+    if (!isSafeUniqueName(b, start, sp1)) return false;
+    for (let k = sp2 + 1; k < end; k++) {
+      const c = b[k];
+      if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+    }
     const i = this.n++;
     this.octets[i] = v;
     this.piece[i] = p;

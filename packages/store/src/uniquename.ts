@@ -18,6 +18,20 @@ export function isSafeName(name: string): boolean {
 }
 
 /**
+ * isSafeName for a name held as the bytes b[start, end), making no string,
+ * and refusing ":" as well (a unique name has no flags part): for the lines
+ * of popcache that a later open indexes in place.
+ */
+export function isSafeUniqueName(b: Uint8Array, start: number, end: number): boolean {
+  if (end - start < 1 || end - start > 255 || b[start] === 0x2e) return false;
+  for (let i = start; i < end; i++) {
+    const c = b[i];
+    if (c < 0x21 || c > 0x7e || c === 0x2f || c === 0x3a) return false;
+  }
+  return true;
+}
+
+/**
  * The host part, with the characters that have a meaning in maildir names
  * escaped as \ooo (Dovecot's rule for "/" and ":"), and anything outside
  * printable ASCII too, so that our own names always pass isSafeName.
