@@ -40,8 +40,7 @@ interface Source {
 /** Why a source cannot be opened, as a Failure. asOwner: popctl was root and is now the target maildir's owner. */
 function cannotOpen(file: string, err: unknown, asOwner: boolean): Failure {
   const code = errnoCode(err);
-  // FreeBSD's open(2) answers EMLINK where Linux and OpenBSD answer ELOOP.
-  if (code === 'ELOOP' || code === 'EMLINK') return new Failure(EX_NOINPUT, `${file}: is a symbolic link; name the file it points to`);
+  if (code === 'ELOOP') return new Failure(EX_NOINPUT, `${file}: is a symbolic link; name the file it points to`);
   if (code === 'ENOENT') return new Failure(EX_NOINPUT, `${file}: no such file or directory`);
   if (code === 'EACCES' || code === 'EPERM') {
     const why = asOwner ? `; as root, popctl reads the source as the target maildir's owner (uid ${process.getuid!()}): give that uid read access, e.g. a copy it owns` : '';
@@ -99,7 +98,7 @@ function maildirSource(dir: string, asOwner: boolean): Source {
           fs.closeSync(fd);
         }
       } catch (err) {
-        if (err instanceof NotRegular || ['ENOENT', 'ELOOP', 'EMLINK'].includes(errnoCode(err))) continue; // removed or replaced meanwhile
+        if (err instanceof NotRegular || ['ENOENT', 'ELOOP'].includes(errnoCode(err))) continue; // removed or replaced meanwhile
         throw err;
       }
       position += f.size;

@@ -21,13 +21,21 @@ export class NotRegular extends Error {
 
 /**
  * Opens a file that someone else may have planted, for reading: no link is
- * followed (ELOOP, or EMLINK on FreeBSD), a FIFO does not hang the open
+ * followed (ELOOP on every system: FreeBSD's EMLINK is made ELOOP here, so
+ * that callers test one code), a FIFO does not hang the open
  * (O_NONBLOCK, no effect on regular files), and anything but a regular
  * file is refused (NotRegular, after the descriptor is closed). The caller
  * closes fd.
  */
 export function openRegular(file: string): { fd: number; st: fs.Stats } {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EMLINK') e.code = 'ELOOP';
+    throw e;
+  }
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new NotRegular(file);

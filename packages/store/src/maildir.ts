@@ -335,8 +335,9 @@ async function scanMailbox(maildir: string, settleMs: number, recorded: Recorded
   try {
     const stamps = { cur: stampDir(maildir, 'cur'), new: stampDir(maildir, 'new') };
     const messages = await listMessages(maildir, pacer);
-    // Also in order after new mail when popmda appended its lines (in delivery order, as usual).
-    const inOrder = (recorded && (await recordedInOrder(recorded, messages, pacer))) ?? (await readPopcacheInOrder(maildir, messages, pacer));
+    // Also in order after new mail when popmda appended its lines (in delivery order, as usual). With a
+    // record, its lines are the file's (read under this lock): out of order there, out of order on a re-read.
+    const inOrder = recorded ? await recordedInOrder(recorded, messages, pacer) : await readPopcacheInOrder(maildir, messages, pacer);
     const cache = inOrder ? null : await readPopcache(maildir, pacer);
     const uidls = inOrder?.uidls ?? null;
     const runs = new RunsBuilder();

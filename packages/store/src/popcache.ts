@@ -211,7 +211,7 @@ async function readPieces(
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return false;
-    if (code === 'ELOOP' || code === 'EMLINK' || err instanceof NotRegular) return null;
+    if (code === 'ELOOP' || err instanceof NotRegular) return null;
     throw err;
   }
   try {
