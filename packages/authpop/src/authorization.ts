@@ -65,12 +65,11 @@ export function refusal(s: SessionState, code: VerdictCode, text: string): Verdi
   return { t: 'delay', line, close: s.failures >= MAX_FAILURES };
 }
 
-/** Handles one client line (UTF-8 decoded, without CRLF). */
+/** Handles one client line (UTF-8 decoded, without CRLF; Pop3Lines has already answered control bytes, NUL among them). */
 export function step(s: SessionState, line: string): Step {
   // Any line ends a pending AUTH exchange, a bad one too: the next line is a command again.
   const sasl = s.saslPending;
   s.saslPending = false;
-  if (line.includes('\0')) return reply('-ERR NUL in command');
   if (sasl) return saslResponse(line);
   const sp = line.indexOf(' ');
   const cmd = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();

@@ -33,7 +33,7 @@ export interface ConnDeps {
   closed(id: string): void;
 }
 
-export type Phase = 'handshake' | 'command' | 'verdict' | 'delay' | 'relay' | 'closing' | 'closed';
+type Phase = 'handshake' | 'command' | 'verdict' | 'delay' | 'relay' | 'closing' | 'closed';
 
 export class Connection {
   private sock: net.Socket;

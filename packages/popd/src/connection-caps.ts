@@ -5,7 +5,7 @@
  * accept until authpop reports them closed, or until popd evicts one to make
  * room (it then no longer counts: its socket is on its way out).
  */
-export type Admission = 'ok' | 'total' | 'network';
+type Admission = 'ok' | 'total' | 'network';
 
 export class ConnectionCaps {
   /** Every counted connection and its network, oldest first. */

@@ -258,7 +258,8 @@ export class Server {
     // Only a connection this authpop holds may log in; it may be gone after each wait.
     const held = (): boolean => a.conns.has(m.id);
     const network = this.caps.netOf(m.id);
-    if (network === undefined) return;
+    // Every request gets a verdict: authpop's login clock stands still until it does.
+    if (network === undefined) return this.refuse(a, m.id, 'SYS/TEMP', 'internal error');
     // The same for a user name that does not exist: the answer tells nothing about who does.
     const gate = this.budget.admit(m.user, network);
     if (gate.t === 'refuse') return this.refuse(a, m.id, 'SYS/TEMP', 'too many login attempts, try again later');

@@ -6,7 +6,7 @@
  */
 
 /** What the mailbox engine does (TRANSACTION state). */
-export const MAILBOX_CAPABILITIES: readonly string[] = ['TOP', 'UIDL', 'PIPELINING', 'RESP-CODES'];
+const MAILBOX_CAPABILITIES: readonly string[] = ['TOP', 'UIDL', 'PIPELINING', 'RESP-CODES'];
 const IMPLEMENTATION = 'IMPLEMENTATION popd';
 
 /** TRANSACTION state. */

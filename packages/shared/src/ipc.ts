@@ -8,6 +8,7 @@
  * used, and a child that sends anything else is killed.
  */
 import { Level, isLevel } from './log';
+import { MAX_CHILD_LINE } from './params';
 
 /**
  * The protocol's version, in popd's first message to a child and in the
@@ -207,5 +208,5 @@ export function parseFromWorker(m: Record<string, unknown>): WorkerToPopd | null
 }
 
 function parseLog(m: Record<string, unknown>): LogRecord | null {
-  return isLevel(m.level) && str(m.msg, 4096) ? { t: 'log', level: m.level, msg: m.msg } : null;
+  return isLevel(m.level) && str(m.msg, MAX_CHILD_LINE) ? { t: 'log', level: m.level, msg: m.msg } : null;
 }

@@ -40,9 +40,9 @@ export class LineSplitter {
   /** Bytes dropped of the current over-long line, or -1 when not discarding. */
   private discarded = -1;
 
-  /** Feeds the next chunk; call only after next() returned null. */
+  /** Feeds the next chunk, after whatever next() has not returned yet (nothing, when it last returned null). */
   push(chunk: Buffer): void {
-    this.buf = chunk;
+    this.buf = this.off < this.buf.length ? Buffer.concat([this.buf.subarray(this.off), chunk]) : chunk;
     this.off = 0;
   }
 
