@@ -49,7 +49,7 @@ import { Lock, POPCACHE_LOCK, waitLock, withPopcacheLock } from './lock';
 import { fsyncDir, isTransient, openRegular } from './fsutil';
 import { STATE_SETTLE_MS } from '@popd/shared/params';
 
-export const SUBDIRS = ['cur', 'new', 'tmp'] as const;
+const SUBDIRS = ['cur', 'new', 'tmp'] as const;
 
 /**
  * Creates the maildir and its subdirectories (mode 0700) where missing, and

@@ -27,7 +27,7 @@ export function uidlOf(name: string): string {
   return crypto.hash('sha256', name, 'hex');
 }
 
-export function entryLine(e: CacheEntry): string {
+function entryLine(e: CacheEntry): string {
   return `${e.name} ${e.octets} ${uidlOf(e.name)}\n`;
 }
 

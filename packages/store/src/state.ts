@@ -73,7 +73,7 @@ export interface State {
   count: number;
 }
 
-export function stampOf(st: fs.BigIntStats): Stamp {
+function stampOf(st: fs.BigIntStats): Stamp {
   return { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
 }
 
