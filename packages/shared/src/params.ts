@@ -145,8 +145,8 @@ export const MAX_CHILD_LINE = 4096;
 /**
  * A long loop (listing, renaming or indexing 100,000 messages) gives the
  * event loop a turn after holding it this long: other sessions of the
- * worker wait at most about that (npm run bench -- fairness: 41 ms at most
- * during a 100,000-message first open).
+ * worker wait at most about that (npm run bench -- fairness: 36-41 ms at most,
+ * in two runs, during a 100,000-message first open).
  */
 export const SLICE_MS = 10;
 /**
