@@ -292,7 +292,6 @@ export async function readPopcacheInOrder(maildir: string, expected: readonly { 
 
 /** The shortest valid line: a one-character name, one digit, two spaces, the uidl and "\n". */
 const MIN_LINE = UIDL_LENGTH + 5;
-const LF = 0x0a;
 
 /**
  * popcache lines where they lie in the pieces of the file that were read:
@@ -406,28 +405,15 @@ export async function readRecordedLines(maildir: string, count: number, recorded
   const lines = new LineIndex(pieces, count);
   const rest = new PopcacheParser();
   let ok = true;
-  /** The start of a line that the next piece continues. */
-  let carry = EMPTY;
-  /** Indexes the recorded lines of b, a piece now kept; returns false at a malformed or surplus one. */
-  const index = (b: Buffer): boolean => {
-    let from = 0;
-    if (carry.length > 0) {
-      const first = b.indexOf(LF);
-      if (first === -1) {
-        carry = Buffer.concat([carry, b]);
-        return carry.length <= MAX_LINE;
-      }
-      const joined = Buffer.concat([carry, b.subarray(0, first)]);
-      pieces.push(joined);
-      if (!lines.add(pieces.length - 1, joined, 0, joined.length)) return false;
-      from = first + 1;
+  /** Indexes the recorded lines in place; the pieces they lie in are kept (a line joined across two is a piece of its own). */
+  const splitter = new LineSplitter((b, start, end) => {
+    if (b === null) {
+      ok = false;
+      return;
     }
-    pieces.push(b);
-    const p = pieces.length - 1;
-    for (let nl = b.indexOf(LF, from); nl !== -1; from = nl + 1, nl = b.indexOf(LF, from)) if (!lines.add(p, b, from, nl)) return false;
-    carry = from < b.length ? Buffer.from(b.subarray(from)) : EMPTY;
-    return carry.length <= MAX_LINE;
-  };
+    if (b !== pieces[pieces.length - 1]) pieces.push(b);
+    ok &&= lines.add(pieces.length - 1, b, start, end);
+  });
   let at = 0;
   // Of the recorded bytes, then of the whole file.
   let crc = 0;
@@ -436,9 +422,9 @@ export async function readRecordedLines(maildir: string, count: number, recorded
     (piece) => {
       const cut = Math.max(0, Math.min(piece.length, recorded.size - at));
       crc = zlib.crc32(piece.subarray(0, cut), crc);
-      if (cut > 0) ok &&= index(piece.subarray(0, cut));
+      if (cut > 0 && ok) splitter.push(piece.subarray(0, cut));
       at += piece.length;
-      if (cut > 0 && at >= recorded.size) ok &&= crc === recorded.crc && carry.length === 0 && lines.length === count;
+      if (cut > 0 && at >= recorded.size) ok &&= crc === recorded.crc && !splitter.end() && lines.length === count;
       if (ok && cut < piece.length) {
         rest.push(piece.subarray(cut));
         crc = zlib.crc32(piece.subarray(cut), crc);
