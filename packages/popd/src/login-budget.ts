@@ -19,6 +19,15 @@
  * before any others: a network refused this way never takes a token while
  * someone waits.
  *
+ * Fresh networks can keep those bookings full (one attempt a second, each
+ * from another IPv6 /64 of the attacker's /58), so a network that logged
+ * the user name in within knownMs has a lane of its own: a bucket per
+ * network and user name (knownBurst, then knownPerS), used only while the
+ * name's bucket is empty, never booked, never refused for a mark. Only a
+ * right password opens a lane, so an attacker gets one only on a network
+ * the user logs in from, and there at most knownBurst + knownPerS * T more
+ * guesses in T.
+ *
  * Each network (addressPrefix) has a bucket of failures across every user
  * name (password spraying) that, when empty, refuses everything from it. It
  * is charged when a check has failed, not when it starts: a NAT's or a
@@ -48,6 +57,13 @@ export interface BudgetRules {
   marks: number;
   /** User names, and networks, remembered each. */
   tracked: number;
+  /** A network's own lane to a user name it logged in: this many checks at once, then this many a second. */
+  knownBurst: number;
+  knownPerS: number;
+  /** How long after its last right password a network keeps its lane. */
+  knownMs: number;
+  /** Lanes (network and user name) remembered. */
+  known: number;
 }
 
 /** A check to run (after waitMs), or an answer without one. */
@@ -56,6 +72,8 @@ export type Gate = { t: 'check'; waitMs: number; ticket: Ticket } | { t: 'refuse
 export interface Ticket {
   readonly user: string;
   readonly net: string;
+  /** Whose token the check holds: the user name's, or the lane of a network that logged it in. */
+  readonly lane: 'user' | 'known';
 }
 
 /** What became of a check: a wrong password, a right one, or none ran (the connection went, the server was busy). */
@@ -66,6 +84,12 @@ interface Bucket {
   at: number;
   /** Ran out of tokens and has not been full since: engaged (logged once). */
   limited: boolean;
+}
+
+/** The lane of a network that logged a user name in. */
+interface Lane extends Bucket {
+  /** When it last gave a right password. */
+  okAt: number;
 }
 
 /** A Map that forgets its least recently used entries beyond max. */
@@ -95,7 +119,7 @@ class Recent<V> {
   }
 }
 
-/** The key of a mark: the network, popd's own text, has no NUL, so no two pairs share a key. */
+/** The key of a mark or a lane: the network, popd's own text, has no NUL, so no two pairs share a key. */
 const markOf = (user: string, net: string): string => `${net}\0${user}`;
 
 export class LoginBudget {
@@ -103,6 +127,8 @@ export class LoginBudget {
   private readonly nets: Recent<Bucket>;
   /** When a network last tried a user name (markOf). */
   private readonly marks: Recent<number>;
+  /** Networks that logged a user name in (markOf). */
+  private readonly lanes: Recent<Lane>;
 
   constructor(
     private readonly rules: BudgetRules,
@@ -114,11 +140,12 @@ export class LoginBudget {
     this.users = new Recent(rules.tracked);
     this.nets = new Recent(rules.tracked);
     this.marks = new Recent(rules.marks);
+    this.lanes = new Recent(rules.known);
   }
 
-  /** User names, networks and marks remembered (for tests of the bound). */
-  get size(): { users: number; nets: number; marks: number } {
-    return { users: this.users.size, nets: this.nets.size, marks: this.marks.size };
+  /** User names, networks, marks and lanes remembered (for tests of the bound). */
+  get size(): { users: number; nets: number; marks: number; lanes: number } {
+    return { users: this.users.size, nets: this.nets.size, marks: this.marks.size, lanes: this.lanes.size };
   }
 
   admit(user: string, net: string): Gate {
@@ -136,6 +163,14 @@ export class LoginBudget {
     let waitMs = 0;
     if (u.level < 1) {
       this.engage(u, 'user', user);
+      const lane = this.lanes.get(mark);
+      if (lane !== undefined && now - lane.okAt < r.knownMs) {
+        refill(lane, r.knownBurst, r.knownPerS, now);
+        if (lane.level >= 1) {
+          lane.level -= 1;
+          return { t: 'check', waitMs: 0, ticket: { user, net, lane: 'known' } };
+        }
+      }
       const at = this.marks.get(mark);
       if (at !== undefined && now - at < r.markMs) {
         this.marks.set(mark, now);
@@ -147,7 +182,7 @@ export class LoginBudget {
     }
     u.level -= 1;
     this.marks.set(mark, now);
-    return { t: 'check', waitMs, ticket: { user, net } };
+    return { t: 'check', waitMs, ticket: { user, net, lane: 'user' } };
   }
 
   /** After a check that admit allowed: a failure keeps the user name's token spent and costs the network one; anything else gives the token back. */
@@ -163,12 +198,18 @@ export class LoginBudget {
       }
       return;
     }
-    if (outcome === 'ok') this.marks.delete(markOf(t.user, t.net));
-    const u = this.users.get(t.user);
-    if (u === undefined) return;
-    refill(u, r.userBurst, r.userPerS, now);
-    u.level = Math.min(r.userBurst, u.level + 1);
-    if (u.level >= r.userBurst) u.limited = false;
+    const mark = markOf(t.user, t.net);
+    if (outcome === 'ok') {
+      this.marks.delete(mark);
+      const lane = this.lanes.set(mark, this.lanes.get(mark) ?? { level: r.knownBurst, at: now, limited: false, okAt: now });
+      lane.okAt = now;
+    }
+    const b = t.lane === 'user' ? this.users.get(t.user) : this.lanes.get(mark);
+    if (b === undefined) return;
+    const [burst, perS] = t.lane === 'user' ? [r.userBurst, r.userPerS] : [r.knownBurst, r.knownPerS];
+    refill(b, burst, perS, now);
+    b.level = Math.min(burst, b.level + 1);
+    if (b.level >= burst) b.limited = false;
   }
 
   private engage(b: Bucket, kind: 'user' | 'network', key: string): void {

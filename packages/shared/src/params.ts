@@ -89,13 +89,25 @@ export const LOGIN_WAIT_MAX_MS = 5_000;
 /** A network that tried a user name (or was refused for it) this recently is refused at once while the name has no checks left. */
 export const LOGIN_MARK_MS = 60_000;
 /**
- * User names, and networks, remembered each, and marks (a network that tried a
- * user name), the least recently used forgotten. Measured at most: 10,000
- * names of 255 octets, 10,000 IPv6 networks and 20,000 marks take 14 MiB
- * of heap (node --expose-gc, heapUsed before and after filling them).
+ * A network that logged a user name in keeps a lane of its own to it while
+ * the name's checks are used up by others: 5 at once (a household's phones
+ * and laptops polling together), then one a minute, so an attacker sharing
+ * the user's own network gains at most 1,440 guesses a day. Kept 30 days
+ * after the last right password: a client that polls weekly stays known.
+ */
+export const LOGIN_KNOWN_BURST = 5;
+export const LOGIN_KNOWN_PER_S = 1 / 60;
+export const LOGIN_KNOWN_MS = 30 * 24 * 3_600_000;
+/**
+ * User names, and networks, remembered each, marks (a network that tried a
+ * user name) and lanes (a network that logged one in), the least recently
+ * used forgotten. Measured at most: 10,000 names of 255 octets, 10,000 IPv6
+ * networks, 20,000 marks and 20,000 lanes take 22 MiB of heap (node
+ * --expose-gc, heapUsed before and after filling them).
  */
 export const LOGIN_TRACKED = 10_000;
 export const LOGIN_MARKS = 20_000;
+export const LOGIN_KNOWN = 20_000;
 /** How long a login waits for the same user's previous session to end (a client back right after QUIT) before [IN-USE]. */
 export const IN_USE_WAIT_MS = 1_000;
 /** SIGTERM: how long sessions may take to end before they are ended, and then how long a signal may take. */
