@@ -5,7 +5,7 @@
  *              ("tcp": a TCP socket, "pipe": a stream socket), "give" makes it pass one back.
  *   slow:      reads nothing until stdin says "go N", then checks N messages arrive in order.
  *   unref:     holds only an unref'ed channel (and must exit).
- *   inherited L K: closeInherited([K]) with L and K inherited; prints what it found.
+ *   inherited K L...: closeInherited([K]) with K and every L inherited; prints what it found.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -79,11 +79,13 @@ function inherited(): void {
       return false;
     }
   };
-  const [leaked, kept] = process.argv.slice(3).map(Number);
+  const [kept, ...leaked] = process.argv.slice(3).map(Number);
   const closed = closeInherited([kept]);
+  // Looked at now: Node opens descriptors of its own later (the thread pool's), at the lowest free numbers.
+  const found = { closed, leaked: leaked.map(open), kept: open(kept) };
   // Node's own descriptors must still work (closed counts any it took): the thread pool, and stdout below.
   fs.promises.readFile(__filename).then(
-    () => process.stdout.write(JSON.stringify({ closed, leaked: open(leaked), kept: open(kept) })),
+    () => process.stdout.write(JSON.stringify(found)),
     (err: Error) => {
       process.stderr.write(`peer: ${err.message}\n`);
       process.exit(1);

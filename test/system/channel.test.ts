@@ -232,24 +232,26 @@ function leakedToUs(): number[] {
 
 test('closeInherited closes what the parent leaked, keeps what it is told to and what Node opened', BOUNDED, async () => {
   // Node marks descriptors 0 to 15 (and any run right after them) close-on-exec when it starts
-  // (libuv's uv_disable_stdio_inheritance), so a leak lower than that is not told apart from
-  // Node's own; the leaked and kept descriptors sit past a gap, at 40 and 41.
-  const [LEAKED, KEPT] = [40, 41];
+  // (libuv's uv_disable_stdio_inheritance): a leak that low is told apart from Node's own only
+  // when it is a file or a directory (a file at 5, a directory at 6). A device leaked past a
+  // gap, at 40, lacks close-on-exec; the kept one, at 41, is a device too.
+  const [FILE, DIR, LEAKED, KEPT] = [5, 6, 40, 41];
+  const file = fs.openSync(__filename, 'r');
+  const dir = fs.openSync(__dirname, 'r');
   const leaked = fs.openSync('/dev/null', 'r');
   const kept = fs.openSync('/dev/null', 'r');
-  const stdio: StdioOptions = ['ignore', 'pipe', 'inherit', ...Array<'ignore'>(LEAKED - 3).fill('ignore'), leaked, kept];
+  const stdio: StdioOptions = ['ignore', 'pipe', 'inherit', 'ignore', 'ignore', file, dir, ...Array<'ignore'>(LEAKED - 7).fill('ignore'), leaked, kept];
   const outside = onLinux ? leakedToUs().filter((fd) => fd >= stdio.length).length : 0;
-  const child = spawn(process.execPath, [PEER, 'inherited', String(LEAKED), String(KEPT)], { stdio });
-  fs.closeSync(leaked);
-  fs.closeSync(kept);
+  const child = spawn(process.execPath, [PEER, 'inherited', String(KEPT), String(FILE), String(DIR), String(LEAKED)], { stdio });
+  for (const fd of [file, dir, leaked, kept]) fs.closeSync(fd);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const [code] = await once(child, 'exit');
   assert.equal(code, 0);
-  const report = JSON.parse(out) as { closed: number; leaked: boolean; kept: boolean };
-  assert.deepEqual({ leaked: report.leaked, kept: report.kept }, { leaked: false, kept: true });
-  if (onLinux) assert.equal(report.closed, 1 + outside, `closed ${report.closed}; ${outside} leaked to the test itself`);
-  else assert.ok(report.closed >= 1);
+  const report = JSON.parse(out) as { closed: number; leaked: boolean[]; kept: boolean };
+  assert.deepEqual({ leaked: report.leaked, kept: report.kept }, { leaked: [false, false, false], kept: true });
+  if (onLinux) assert.equal(report.closed, 3 + outside, `closed ${report.closed}; ${outside} leaked to the test itself`);
+  else assert.ok(report.closed >= 3);
 });
 
 // A broken unref() leaves the child running: the timeout turns that into a failure.

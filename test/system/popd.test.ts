@@ -8,6 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import path from 'node:path';
 import bcrypt from 'bcryptjs';
+import { socketpair } from '@popd/channel';
 import { freePort, waitFor } from '../lib/mailhost';
 import { connectTls, login } from '../lib/pop3tls';
 import { ensurePop3dUser, makeCert, PopdFixture } from '../lib/popd';
@@ -236,6 +237,29 @@ describe('what children inherit', { skip: !isRoot && 'needs root: reads other us
       await new Promise((r) => popd.once('exit', r));
     }
   });
+});
+
+test('authpop and wrkrpop close a file or a directory leaked to them as they start, however low, and keep their channel', async () => {
+  // A thread of popd's starting V8 opens /proc/self/maps without close-on-exec; a child forked at
+  // that moment gets it. Here a file and a directory stand for it, at 5 and 6 (close-on-exec in the
+  // child, as Node marks 0 to 15 so).
+  for (const bin of [BIN.authpop, BIN.wrkrpop]) {
+    const [ours, theirs] = socketpair('seqpacket');
+    const file = fs.openSync(__filename, 'r');
+    const dir = fs.openSync(__dirname, 'r');
+    const child = spawn(process.execPath, [bin], { stdio: ['ignore', 'ignore', 'pipe', theirs, 'ignore', file, dir], env: { PATH: '/usr/bin:/bin' } });
+    for (const fd of [theirs, file, dir]) fs.closeSync(fd);
+    try {
+      const fds = (): string[] => proc(child.pid!).fds;
+      await waitFor(`${path.basename(path.dirname(path.dirname(bin)))} to close descriptors 5 and 6`, () => !exists(child.pid!) || !fds().some((f) => f === fs.realpathSync(__filename) || f === fs.realpathSync(__dirname)), 5_000);
+      assert.ok(exists(child.pid!), 'still running');
+      assert.ok(fs.existsSync(`/proc/${child.pid}/fd/3`), 'its channel');
+    } finally {
+      child.kill('SIGKILL');
+      fs.closeSync(ours);
+      await new Promise((r) => child.once('exit', r));
+    }
+  }
 });
 
 describe('spares', { skip: !isRoot && 'needs root: only root may set a nice value back' }, () => {

@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <dirent.h>
@@ -595,10 +596,19 @@ static int in_keep(int fd, const int32_t *keep, uint32_t nkeep)
 	return 0;
 }
 
+/*
+ * Inherited: without FD_CLOEXEC (Node opens its own with it), or a file or a
+ * directory whatever its flag (Node holds none as it starts, but marks 0 to
+ * 15 close-on-exec itself, so a leaked file that low is told apart only by
+ * its type).
+ */
 static int close_if_inherited(int fd, const int32_t *keep, uint32_t nkeep)
 {
+	struct stat st;
 	int fl;
-	if (fd < 3 || in_keep(fd, keep, nkeep) || (fl = fcntl(fd, F_GETFD)) < 0 || (fl & FD_CLOEXEC))
+	if (fd < 3 || in_keep(fd, keep, nkeep) || (fl = fcntl(fd, F_GETFD)) < 0)
+		return 0;
+	if ((fl & FD_CLOEXEC) && (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))))
 		return 0;
 	close(fd);
 	return 1;

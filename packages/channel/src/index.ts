@@ -60,12 +60,14 @@ export function socketpair(kind: 'stream' | 'seqpacket'): [number, number] {
 }
 
 /**
- * Closes every descriptor >= 3 that lacks FD_CLOEXEC and is not in keep (what
- * a parent or wrapper leaked to us); returns how many. Node opens all of its
- * own descriptors close-on-exec. But Node, as it starts, also marks 0 to 15
- * and the unbroken run after them close-on-exec (libuv's
- * uv_disable_stdio_inheritance): a leak that low stays open in this process,
- * unrecognized, though it can no longer reach our children.
+ * Closes every descriptor >= 3 not in keep that a parent or wrapper leaked to
+ * us: one that lacks FD_CLOEXEC, or any open file or directory; returns how
+ * many. Call it first thing: Node opens all of its own descriptors
+ * close-on-exec, and none of them is a file or a directory as it starts. But
+ * Node also marks 0 to 15 and the unbroken run after them close-on-exec
+ * (libuv's uv_disable_stdio_inheritance): a leaked socket or pipe that low
+ * stays open in this process, unrecognized, though it can no longer reach
+ * our children.
  */
 export function closeInherited(keep: readonly number[]): number {
   return native.closeInherited(keep);

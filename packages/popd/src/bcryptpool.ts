@@ -20,11 +20,19 @@ export class BcryptPool {
   private readonly idle: Slot[] = [];
   private closed = false;
 
+  /**
+   * Every first thread runs. A thread opens /proc/self/maps without
+   * close-on-exec as it starts (V8), so popd starts no child before this
+   * (docs/architecture.md, "Children are hostile").
+   */
+  readonly ready: Promise<void>;
+
   constructor(readonly size: number) {
-    for (let i = 0; i < size; i++) this.spawn();
+    this.ready = Promise.all(Array.from({ length: size }, () => this.spawn())).then(() => undefined);
   }
 
-  private spawn(): void {
+  /** Starts a thread; resolves once it runs, or is lost. */
+  private spawn(): Promise<void> {
     const slot: Slot = { worker: new Worker(SCRIPT), done: null, gone: false };
     this.slots.add(slot);
     this.idle.push(slot);
@@ -43,10 +51,14 @@ export class BcryptPool {
       if (i >= 0) this.idle.splice(i, 1);
       slot.done?.(new Error(`bcrypt thread: ${why}`));
       slot.done = null;
-      if (!this.closed) this.spawn();
+      if (!this.closed) void this.spawn();
     };
     slot.worker.on('error', (err) => lost(err.message));
     slot.worker.on('exit', (code) => lost(`exited with status ${code}`));
+    return new Promise((resolve) => {
+      slot.worker.once('online', resolve);
+      slot.worker.once('exit', resolve);
+    });
   }
 
   /** The caller keeps the jobs under way at most size (Verifier does). */

@@ -144,6 +144,7 @@ export class Server {
   /** Binds every listener (one line per failure), then starts the authpops and the spare workers. */
   async start(): Promise<void> {
     for (const l of this.o.listen) this.servers.push(await this.bind(l));
+    await this.bcrypt.ready;
     await this.authpops.start();
     this.workers.warm();
     const where = this.o.listen.map((l) => `${hostPort(l.host, l.port)}${l.mode === 'stls' ? ' (STLS)' : ''}`).join(', ');

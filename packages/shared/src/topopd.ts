@@ -5,7 +5,7 @@
  * hands the channel over as descriptor 3 (docs/architecture.md, "IPC").
  */
 import fs from 'node:fs';
-import { Channel } from '@popd/channel';
+import { Channel, closeInherited } from '@popd/channel';
 import { AuthpopToPopd, decode, encode, WorkerToPopd } from './ipc';
 import { channelSink, Logger, stderrSink } from './log';
 
@@ -13,10 +13,14 @@ import { channelSink, Logger, stderrSink } from './log';
 export const CHANNEL_FD = 3;
 
 export class ToPopd {
-  private readonly channel = new Channel(CHANNEL_FD);
+  private readonly channel: Channel;
   readonly log: Logger;
 
   constructor(ident: string) {
+    // Nothing of popd's but the channel: a thread of popd's starting V8 opens /proc/self/maps
+    // without close-on-exec, and a child started at that moment inherits it.
+    closeInherited([CHANNEL_FD]);
+    this.channel = new Channel(CHANNEL_FD);
     this.log = new Logger(channelSink((level, msg) => this.send({ t: 'log', level, msg }), stderrSink(ident)));
   }
 
