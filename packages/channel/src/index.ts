@@ -53,6 +53,8 @@ const native = require(path.join(__dirname, '..', 'build', 'Release', 'channel.n
 export const MAX_MESSAGE: number = native.MAX_MESSAGE;
 /** Messages a Channel queues while the peer does not read; send() returns false beyond. */
 export const MAX_QUEUE: number = native.MAX_QUEUE;
+/** flushed() looks at the queue this often: a reading peer empties it within one look. */
+const FLUSH_POLL_MS = 10;
 
 /** AF_UNIX socketpair, both ends close-on-exec. 'seqpacket' for channels, 'stream' for session byte pipes. */
 export function socketpair(kind: 'stream' | 'seqpacket'): [number, number] {
@@ -115,7 +117,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * and the queue is empty unless the peer stopped reading.
    */
   async flushed(): Promise<void> {
-    while (this.pending > 0) await new Promise((r) => setTimeout(r, 10));
+    while (this.pending > 0) await new Promise((r) => setTimeout(r, FLUSH_POLL_MS));
   }
 
   /** Like net.Socket: an unref'ed channel does not keep the process alive. */

@@ -15,7 +15,7 @@ import { decode, encode, LogRecord, PopdToAuthpop, PopdToWorker, PROTOCOL } from
 import type { Logger } from '@popd/shared/log';
 import type { ChildSink } from './logs';
 import { childLines } from './child-stderr';
-import { LOG_BURST, LOG_PER_SECOND } from '@popd/shared/params';
+import { LOG_BURST, LOG_DROP_REPORT_MS, LOG_PER_SECOND } from '@popd/shared/params';
 
 /**
  * A child's environment: nothing of root's (HOME, credentials in variables,
@@ -116,7 +116,7 @@ export class Child<M extends { t: string }> {
       if (this.budget.dropped === 0) return;
       log.warning(`${who}: ${this.budget.dropped} log lines dropped (more than ${LOG_PER_SECOND}/s)`);
       this.budget.dropped = 0;
-    }, 10_000).unref();
+    }, LOG_DROP_REPORT_MS).unref();
     this.proc.on('exit', (code, signal) => {
       clearInterval(this.dropReport);
       this.channel.close();

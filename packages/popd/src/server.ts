@@ -29,6 +29,7 @@ import {
   MAX_QUEUED,
   MAX_REFUSING,
   maxWaitingChecks,
+  STOP_POLL_MS,
 } from '@popd/shared/params';
 import { isRoot } from '@popd/shared/privdrop';
 import { loadTables, Tables } from '@popd/shared/tables';
@@ -357,7 +358,7 @@ async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, STOP_POLL_MS));
   }
   return true;
 }

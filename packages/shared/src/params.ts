@@ -113,6 +113,8 @@ export const IN_USE_WAIT_MS = 1_000;
 /** SIGTERM: how long sessions may take to end before they are ended, and then how long a signal may take. */
 export const GRACE_MS = 10_000;
 export const KILL_AFTER_MS = 2_000;
+/** While it waits for those, popd looks again this often: only at shutdown, so a short wait costs nothing. */
+export const STOP_POLL_MS = 50;
 
 // ---- POP3 lines (authpop and wrkrpop alike) ----
 
@@ -149,6 +151,20 @@ export const SPARES_PER_SESSION = 4;
 /** Log lines a child may send: this many a second on average, this many at once; more are dropped and counted. */
 export const LOG_PER_SECOND = 200;
 export const LOG_BURST = 1000;
+/** Dropped lines are reported in one line at most this often: a flood of children's lines is not answered by a flood of popd's. */
+export const LOG_DROP_REPORT_MS = 10_000;
+/**
+ * A child about to exit waits this long at most for its last messages (a
+ * session's summary, the reason it exits) to leave: a popd that stopped
+ * reading must not keep it alive.
+ */
+export const EXIT_FLUSH_MS = 2_000;
+/**
+ * A worker that could not be confined exits this long after saying so:
+ * sessions popd sent before it read the failure are on their way, and each
+ * gets the refusal instead of a closed socket.
+ */
+export const REFUSED_EXIT_MS = 100;
 /** Longer than any real log line: what follows is dropped up to the line's end. */
 export const MAX_CHILD_LINE = 4096;
 

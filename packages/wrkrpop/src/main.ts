@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { PROTOCOL, WorkerConfine } from '@popd/shared/ipc';
+import { EXIT_FLUSH_MS, REFUSED_EXIT_MS } from '@popd/shared/params';
 import { EX_NOPERM, EX_OK, EX_SOFTWARE } from '@popd/shared/sysexits';
 import { ToPopd } from '@popd/shared/topopd';
 import { serve } from './serve';
@@ -31,8 +32,7 @@ const sessions = new Set<string>();
 let retired = false;
 
 async function exit(code: number): Promise<never> {
-  // Bounded: a popd that stopped reading must not keep this process alive.
-  await Promise.race([popd.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);
+  await Promise.race([popd.flushed(), new Promise((r) => setTimeout(r, EXIT_FLUSH_MS).unref())]);
   process.exit(code);
 }
 
@@ -71,7 +71,7 @@ function onConfine(m: Record<string, unknown>): void {
     refused = err;
     // popd learns of it from the exit; the sessions already sent get the answer first.
     retired = true;
-    setTimeout(exitWhenDone, 100).unref();
+    setTimeout(exitWhenDone, REFUSED_EXIT_MS).unref();
   }
 }
 
