@@ -189,6 +189,21 @@ describe('one popd', () => {
     await waitFor('the server to close the connection', () => !held(), 15_000);
   });
 
+  test('the answer to a line flood reaches the client every time, though the client is still sending (30 sessions)', { timeout: 60_000 }, async () => {
+    // The worker ends the session with bytes of the flood unread; authpop's next write to it failed,
+    // and authpop dropped its end before reading the answer: 7 of 60 such sessions lost it.
+    const lost: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const c = await connectTls(p.tlsPort);
+      await c.line();
+      assert.match(await login(c, 'carol', 'carol-pw'), /^\+OK/);
+      c.sendRaw('A'.repeat(256 * 1024));
+      if (!/too many over-long lines/.test((await c.rest()).toString())) lost.push(i);
+      c.io.destroy();
+    }
+    assert.deepEqual(lost, []);
+  });
+
   test('a second session for the same user gets [IN-USE]; after QUIT the user can log in again', async () => {
     const a = await connectTls(p.tlsPort);
     await a.line();

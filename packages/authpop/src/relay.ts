@@ -44,8 +44,9 @@ export function relay(client: net.Socket, workerFd: number, pipelined: Buffer, o
     worker.destroy();
   };
   client.on('error', fail);
-  // A worker that closed while the client was still sending (a line flood it cut off) gives EPIPE
-  // here: its last answer is already on the way to the client, so the client is ended, not reset.
+  // A worker that closed while the client was still sending gives EPIPE here, and Node drops what
+  // was not read yet: so a worker reads what comes after its end until ours (LineInput.drain), and
+  // this happens only past that bound. The client is ended, not reset.
   worker.on('error', (err) => {
     onError(err);
     worker.destroy();

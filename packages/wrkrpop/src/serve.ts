@@ -94,6 +94,7 @@ export async function serve(io: Duplex, o: ServeOptions): Promise<Summary> {
     if (session.usable) {
       if (answer) await session.out.line(answer).catch(() => undefined);
       await session.out.end().catch(() => undefined);
+      await session.drain();
     } else {
       io.destroy();
     }

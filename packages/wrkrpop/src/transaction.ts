@@ -11,7 +11,7 @@ import { Message, markSeen } from '@popd/store/maildir';
 import { errnoCode } from '@popd/store/fsutil';
 import { Pacer } from '@popd/store/pacer';
 import { Logger } from '@popd/shared/log';
-import { QUIET_MS, READ_AHEAD_MAX } from '@popd/shared/params';
+import { CLOSE_LINGER_MS, QUIET_MS, READ_AHEAD_MAX } from '@popd/shared/params';
 import { TRANSACTION_CAPABILITIES } from '@popd/shared/capa';
 import { Command, parseCommand } from './command';
 import { LineInput } from './input';
@@ -75,6 +75,11 @@ export class Session {
   ) {
     this.out = new Output(io, () => this.touch());
     this.input = new LineInput(io);
+  }
+
+  /** After the last answer and the end were sent: the client's further bytes are read and dropped until its end (LineInput.drain). */
+  drain(): Promise<void> {
+    return this.input.drain(CLOSE_LINGER_MS);
   }
 
   private touch(): void {
