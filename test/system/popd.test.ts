@@ -1,5 +1,5 @@
 /** popd as a whole: the process model as root (from /proc), faults, signals, configuration errors. */
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -40,6 +40,12 @@ for (const isolation of ['uid', 'session'] as const) {
     after(async () => {
       if (p) assert.equal((await p.stop()).code, 0);
     });
+    // A test that fails midway leaves its sessions open: they must not make the next ones [IN-USE].
+    const clients = new Set<Awaited<ReturnType<typeof connectTls>>>();
+    afterEach(() => {
+      for (const c of clients) c.io.destroy();
+      clients.clear();
+    });
 
     /** Logs each user in on a connection of its own, at once; the sessions stay open. */
     async function sessions(users: string[]): Promise<Array<{ user: string; c: Awaited<ReturnType<typeof connectTls>>; pid: number }>> {
@@ -47,6 +53,7 @@ for (const isolation of ['uid', 'session'] as const) {
       return Promise.all(
         users.map(async (user) => {
           const c = await connectTls(p.tlsPort);
+          clients.add(c);
           await c.line();
           assert.match(await login(c, user, accounts.find((a) => a.user === user)!.pass), /^\+OK/);
           return { user, c, pid: await pidFromLog(p, new RegExp(`session for ${user}: wrkrpop\\[(\\d+)\\]`), mark) };
