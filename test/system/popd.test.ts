@@ -235,9 +235,10 @@ describe('what children inherit', { skip: !isRoot && 'needs root: reads other us
         // Only stdio and the channel: nothing at 40, where popd got authtab.
         assert.ok(!fs.existsSync(`/proc/${x.pid}/fd/40`), `${x.cmdline} has descriptor 40`);
       }
-      // popd itself closed the high one; Node marks 0-15 close-on-exec at its start, so the low one is
-      // indistinguishable from Node's own and stays in popd (root, who may read authtab anyway), never in a child.
+      // popd itself closed both: the high one lacks close-on-exec; the low one Node marked close-on-exec
+      // at its start, but it is a file, and Node holds none of its own then.
       assert.ok(!fs.existsSync(`/proc/${popd.pid}/fd/40`), 'popd closed the descriptor it inherited at 40');
+      assert.ok(!proc(popd.pid!).fds.includes(authtab), 'popd closed the descriptor it inherited at 3');
       await c.cmd('QUIT');
     } finally {
       popd.kill('SIGTERM');
