@@ -20,16 +20,29 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
   }
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
+/** Ports freePort has handed out in this process. */
+const handedOut = new Set<number>();
+
+/**
+ * A port that was free a moment ago on 127.0.0.1, and never handed out before
+ * by this process: the kernel may give the port just closed again (about 1 in
+ * 7,000 here), and two listeners of one popd would then collide.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.on('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const got = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(got));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export function portOpen(port: number): Promise<boolean> {

@@ -151,18 +151,20 @@ describe('one popd', () => {
   test('a client that half-closes right after its pipelined commands still gets every answer, before and after login', async () => {
     const c = await connectTls(p.tlsPort);
     await c.line();
+    // Log lines of this test's sessions only: bob and carol had sessions in the tests before.
+    const mark = p.log.length;
     c.sendRaw('USER bob\r\nPASS bob-pw\r\nSTAT\r\nQUIT\r\n');
     c.io.end();
     const size = Buffer.byteLength(crlf(msg(4)));
     assert.match((await c.rest()).toString(), new RegExp(`^\\+OK send PASS\r\n\\+OK [^\r]*\r\n\\+OK 1 ${size}\r\n\\+OK [^\r]*\r\n$`));
-    await p.waitLog(/wrkrpop\[\d+\].*session end user=bob ended=quit/);
+    await p.waitLog(/wrkrpop\[\d+\].*session end user=bob ended=quit/, mark);
     const d = await connectTls(p.tlsPort);
     await d.line();
     assert.match(await login(d, 'carol', 'carol-pw'), /^\+OK/);
     d.sendRaw('STAT\r\nNOOP\r\n');
     d.io.end();
     assert.match((await d.rest()).toString(), /^\+OK 0 0\r\n\+OK[^\r]*\r\n$/);
-    await p.waitLog(/wrkrpop\[\d+\].*session end user=carol ended=eof/);
+    await p.waitLog(/wrkrpop\[\d+\].*session end user=carol ended=eof/, mark);
     const e = await connectTls(p.tlsPort);
     await e.line();
     e.io.end();
@@ -218,9 +220,10 @@ describe('one popd', () => {
     for (const a of answers) assert.match(a, /^-ERR \[IN-USE\]/);
     for (const m of many) m.io.destroy();
     assert.ok(!p.log.some((l) => /MaxListeners/.test(l)), p.log.filter((l) => /MaxListeners/.test(l)).join('\n'));
+    const mark = p.log.length;
     await a.cmd('QUIT');
     await a.rest();
-    await p.waitLog(/wrkrpop\[\d+\].*session end user=carol/);
+    await p.waitLog(/wrkrpop\[\d+\].*session end user=carol/, mark);
     // The slot is freed when the worker exits, a moment after its last line.
     let answer = '';
     for (let i = 0; i < 50 && !answer.startsWith('+OK'); i++) {
@@ -280,6 +283,7 @@ describe('over the per-address cap (-M 5) the oldest connection not logged in ma
   });
 
   test('a fresh login beside 5 idle connections from its address succeeds; the oldest idle one is told why', async () => {
+    const mark = p.log.length;
     const idle: Pop3Client[] = [];
     for (let i = 0; i < 5; i++) {
       const c = i % 2 === 0 ? await connectTls(p.tlsPort) : await connectPlain(p.stlsPort);
@@ -303,7 +307,7 @@ describe('over the per-address cap (-M 5) the oldest connection not logged in ma
     assert.match(await fresh.cmd('STAT'), /^\+OK 0 0/);
     assert.match(await fresh.cmd('QUIT'), /^\+OK/);
     for (const c of [...idle, next]) c.io.destroy();
-    await p.waitLog(/too many connections \(address limit\), closing the oldest one not logged in/);
+    await p.waitLog(/too many connections \(address limit\), closing the oldest one not logged in/, mark);
   });
 
   test('logged-in sessions are never evicted: with 5 of them the next connection is refused, and admitted once one ends', async () => {
