@@ -122,9 +122,14 @@ export function start(w: Worker, maildir: string, o: StartOptions = {}): void {
   w.send({ t: 'retire' });
 }
 
-/** Spawns a worker for maildir and reads its first line. */
-export async function login(maildir: string, o: StartOptions = {}): Promise<Worker & { greeting: string }> {
+/**
+ * Spawns a worker for maildir and reads its first line. Lines in ahead are
+ * written before the worker has the session: they wait in its input from
+ * the start, whenever the test itself gets to run.
+ */
+export async function login(maildir: string, o: StartOptions = {}, ahead = ''): Promise<Worker & { greeting: string }> {
   const w = spawnWorker();
+  if (ahead !== '') w.pop.sendRaw(ahead);
   start(w, maildir, o);
   const greeting = await w.pop.line();
   return Object.assign(w, { greeting });

@@ -164,15 +164,19 @@ test('popmda deliveries during a session succeed at once and show up next time w
   await quit(again);
 });
 
-test('kill -9 while a first session moves 3,000 messages from new/ to cur/, with popmda delivering meanwhile: nothing lost, UIDLs unchanged', async () => {
+test('kill -9 while a first session moves 3,000 messages from new/ to cur/, with popmda delivering meanwhile: nothing lost, UIDLs unchanged', { timeout: 60_000 }, async () => {
   const all = bodies(3000);
   const s = seedMaildir(all);
-  const w = await login(s.dir);
+  // The move's first slice runs before the greeting; the rest waits until the client has been silent QUIET_MS.
+  // Four UIDLs, in the worker's input before its greeting: it answers them one after the other without waiting
+  // for the client, and answers 2 to 4 (3 x 213 KB) cannot all fit in the socketpair and our socket's buffer
+  // (213 KB together, measured), so the move cannot resume until we read them, after the watcher is set.
+  const w = await login(s.dir, {}, 'UIDL\r\n'.repeat(4));
   assert.match(w.greeting, /^\+OK alice has 3000 messages/);
-  w.pop.send('UIDL');
   const uidls = (await w.pop.reply(true)).body!.toString();
   assert.equal(uidls, s.uniques.map((u, i) => `${i + 1} ${uidlOf(u)}\r\n`).join(''));
-  // The move goes on while the client is silent: killed at its next rename.
+  assert.ok(fs.readdirSync(path.join(s.dir, 'new')).length > 0, 'the first slice of the move left messages in new/');
+  // The move goes on once the client is silent: killed at its next rename.
   const killed = new Promise<number>((resolve) => {
     const watcher = fs.watch(path.join(s.dir, 'cur'), () => {
       w.child.kill('SIGKILL');
@@ -182,6 +186,7 @@ test('kill -9 while a first session moves 3,000 messages from new/ to cur/, with
   });
   const fresh = ['one', 'two', 'three'].map((x) => `Subject: during the move ${x}\n\nnew mail ${x}\n`);
   const delivered = Promise.all(fresh.map((m) => run(BIN.popmda, ['-m', s.dir], { input: m })));
+  for (let i = 0; i < 3; i++) assert.equal((await w.pop.reply(true)).body!.toString(), uidls);
   console.log(`killed with ${await killed} files in new/`);
   assert.equal((await w.exited).signal, 'SIGKILL');
   for (const r of await delivered) assert.equal(r.status, 0, r.stderr);

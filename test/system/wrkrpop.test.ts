@@ -246,8 +246,11 @@ test('pipelining: 500 commands in one write, 500 answers in order', async () => 
 });
 
 test('idle timeout closes the session without UPDATE and logs it', async () => {
-  const { w, dir } = await session(undefined, { idleTimeoutMs: 300 });
-  assert.equal(await w.pop.cmd('DELE 1'), '+OK message 1 deleted');
+  // The timer starts with the session: DELE 1 waits in the worker's input from the start, not 300 ms of the
+  // test's own round trip after the greeting.
+  const { dir } = seedMaildir([M1, M2, M3]);
+  const w = await login(dir, { idleTimeoutMs: 300 }, 'DELE 1\r\n');
+  assert.equal(await w.pop.line(), '+OK message 1 deleted');
   assert.equal((await w.pop.rest()).length, 0);
   assert.equal((await w.exited).code, 0);
   assert.equal(ls(dir).length, 3);

@@ -9,7 +9,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { SLICE_MS } from '@popd/shared/params';
 
 /** tick() reads the clock every this many steps: a reading costs about 70 ns, more than a step of some loops. */
-const CHECK_EVERY = 32;
+export const CHECK_EVERY = 32;
 
 export class Pacer {
   private since = performance.now();
