@@ -54,7 +54,8 @@ export function spawnWorker(): Worker {
   running.add(child);
   const channel = new Channel(mine);
   const [ours, sessionFd] = socketpair('stream');
-  const io = new net.Socket({ fd: ours, readable: true, writable: true, allowHalfOpen: true });
+  // As authpop's relay: the worker's end ends ours, which ends the worker's wait for it (LineInput.drain).
+  const io = new net.Socket({ fd: ours, readable: true, writable: true, allowHalfOpen: false });
   const logs: LogRecord[] = [];
   const messages: Record<string, unknown>[] = [];
   let stderr = '';

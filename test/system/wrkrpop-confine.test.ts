@@ -93,6 +93,8 @@ test('a malformed session message: the worker exits without reading or writing t
   w.send(confine);
   w.send({ ...session, user: 'two words' }, w.sessionFd!);
   fs.closeSync(w.sessionFd!);
+  // Closed here: killWorkers must not close the number again (by then another descriptor may have it).
+  w.sessionFd = null;
   assert.equal((await w.exited).code, 70);
   assert.equal((await w.pop.rest()).length, 0);
   assert.ok(w.logs.some((l) => l.level === 'err' && /invalid session message/.test(l.msg)));
