@@ -46,8 +46,12 @@ export function killWorkers(): void {
   spawned.clear();
 }
 
-/** A started worker waiting for its first message (popd's warm spare). */
-export function spawnWorker(): Worker {
+/**
+ * A started worker waiting for its first message (popd's warm spare). Our
+ * end of its session ends when the worker's does, as authpop's relay does,
+ * unless keepOpen: then it stays open, as a client that never ends its side.
+ */
+export function spawnWorker(o: { keepOpen?: boolean } = {}): Worker {
   const [mine, theirs] = socketpair('seqpacket');
   const child = spawn(process.execPath, [...WORKER_NODE_ARGS, BIN.wrkrpop], { stdio: ['ignore', 'ignore', 'pipe', theirs] });
   fs.closeSync(theirs);
@@ -55,7 +59,7 @@ export function spawnWorker(): Worker {
   const channel = new Channel(mine);
   const [ours, sessionFd] = socketpair('stream');
   // As authpop's relay: the worker's end ends ours, which ends the worker's wait for it (LineInput.drain).
-  const io = new net.Socket({ fd: ours, readable: true, writable: true, allowHalfOpen: false });
+  const io = new net.Socket({ fd: ours, readable: true, writable: true, allowHalfOpen: o.keepOpen === true });
   const logs: LogRecord[] = [];
   const messages: Record<string, unknown>[] = [];
   let stderr = '';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { isRoot } from '../lib/util';
 import { waitFor } from '../lib/mailhost';
 import { seedMaildir, uidlOf, wireOracle, removeSeeded } from '../lib/maildirs';
-import { login, quit, killWorkers } from '../lib/worker';
+import { login, quit, killWorkers, spawnWorker, start } from '../lib/worker';
 
 after(() => {
   killWorkers();
@@ -243,6 +243,20 @@ test('pipelining: 500 commands in one write, 500 answers in order', async () => 
     }
   }
   assert.equal((await w.exited).code, 0);
+});
+
+test('a client that never ends its side after QUIT: the worker still ends the session (when its drain gives up) and exits', { timeout: 30_000 }, async () => {
+  const { dir } = seedMaildir([M1, M2]);
+  const w = spawnWorker({ keepOpen: true });
+  start(w, dir);
+  assert.match(await w.pop.line(), /^\+OK/);
+  assert.match(await w.pop.cmd('DELE 1'), /^\+OK/);
+  assert.equal(await w.pop.cmd('QUIT'), '+OK 1 messages deleted, 1 left');
+  // Our end stays open: only the drain's bound lets the worker end the session, tell popd, and exit.
+  assert.equal((await w.exited).code, 0);
+  assert.ok(w.messages.some((m) => m.t === 'ended'), JSON.stringify(w.messages));
+  assert.equal(ls(dir).length, 1);
+  w.io.destroy();
 });
 
 test('idle timeout closes the session without UPDATE and logs it', async () => {

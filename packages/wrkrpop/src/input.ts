@@ -76,6 +76,8 @@ export class LineInput {
    * in it (the answer to a line flood was lost so in 1 run of 9).
    */
   async drain(ms: number): Promise<void> {
+    // Ended or closed before this LineInput listened: nothing left to read.
+    if (this.io.readableEnded || this.io.destroyed) return;
     const t = setTimeout(() => this.io.destroy(), ms);
     while (!this.ended && !this.failure) {
       if (this.io.read() === null) await new Promise<void>((resolve) => (this.wake = resolve));

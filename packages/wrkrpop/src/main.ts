@@ -18,7 +18,7 @@ import { PROTOCOL, WorkerConfine } from '@popd/shared/ipc';
 import { EXIT_FLUSH_MS, REFUSED_EXIT_MS } from '@popd/shared/params';
 import { EX_NOPERM, EX_OK, EX_SOFTWARE } from '@popd/shared/sysexits';
 import { ToPopd } from '@popd/shared/topopd';
-import { serve } from './serve';
+import { sayLast, serve } from './serve';
 import { confine, isRetire, parseConfine, parseSession, Refusal, trustedDir, UNAVAILABLE } from './confine';
 
 const popd = new ToPopd('wrkrpop');
@@ -42,16 +42,6 @@ function exitWhenDone(): void {
 
 function socketOf(fd: number): net.Socket {
   return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
-}
-
-/** The only line of a session that cannot be served. */
-function sayLast(fd: number, line: string): Promise<void> {
-  const io = socketOf(fd);
-  io.on('error', () => undefined);
-  return new Promise<void>((resolve) => {
-    io.once('close', resolve);
-    io.end(line + '\r\n', resolve);
-  });
 }
 
 function onConfine(m: Record<string, unknown>): void {
@@ -83,17 +73,22 @@ async function onSession(m: Record<string, unknown>, fd: number): Promise<void> 
     return void exit(EX_SOFTWARE);
   }
   sessions.add(s.sid);
+  const io = socketOf(fd);
+  // Errors surface where the stream is used (reads, writes); without a listener they would crash the process.
+  io.on('error', () => undefined);
   try {
-    if (refused !== null) await sayLast(fd, refused.answer);
-    else await serveOne(s.user, s.maildir, fd);
+    if (refused !== null) await sayLast(io, refused.answer);
+    else await serveOne(s.user, s.maildir, io);
   } finally {
+    // Closed, not just ended: the process goes on, and authpop's relay ends the client when the worker's side is gone.
+    io.destroy();
     sessions.delete(s.sid);
     popd.send({ t: 'ended', sid: s.sid });
     exitWhenDone();
   }
 }
 
-async function serveOne(user: string, rel: string, fd: number): Promise<void> {
+async function serveOne(user: string, rel: string, io: net.Socket): Promise<void> {
   const { c, root } = confined!;
   const maildir = path.join(root, rel);
   try {
@@ -101,12 +96,9 @@ async function serveOne(user: string, rel: string, fd: number): Promise<void> {
     trustedDir(maildir, c.uid, c.gid, true);
   } catch (err) {
     log.err(`user ${user}: maildir refused: ${(err as Error).message}`);
-    return sayLast(fd, UNAVAILABLE);
+    return sayLast(io, UNAVAILABLE);
   }
-  const io = socketOf(fd);
   await serve(io, { user, maildir, idleTimeoutMs: c.idleTimeoutMs, log });
-  // Closed, not just ended: the process goes on, and authpop's relay ends the client when the worker's side is gone.
-  io.destroy();
 }
 
 function main(): void {

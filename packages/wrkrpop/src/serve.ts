@@ -12,7 +12,9 @@ import { commitDeletions, moveToCur, openMailbox } from '@popd/store/maildir';
 import { MAILDROP_LOCK, Lock, tryLock } from '@popd/store/lock';
 import { errnoCode } from '@popd/store/fsutil';
 import { Logger } from '@popd/shared/log';
+import { CLOSE_LINGER_MS } from '@popd/shared/params';
 import { Maildrop } from './maildrop';
+import { LineInput } from './input';
 import { EndReason, Session } from './transaction';
 
 export interface ServeOptions {
@@ -123,12 +125,17 @@ function moveInBackground(o: ServeOptions, box: Maildrop, session: Session): () 
   };
 }
 
-/** The only line of a session that never reached TRANSACTION. */
-async function sayLast(io: Duplex, line: string): Promise<void> {
+/**
+ * The only line of a session that never reached TRANSACTION, with the end;
+ * then what the client still sends is read and dropped until its end, as
+ * after any session (LineInput.drain).
+ */
+export async function sayLast(io: Duplex, line: string): Promise<void> {
   await new Promise<void>((resolve) => {
     io.once('close', resolve);
     io.end(line + '\r\n', resolve);
   });
+  await new LineInput(io).drain(CLOSE_LINGER_MS);
 }
 
 /** UPDATE: removes the deleted messages and rewrites popcache (with any corrected sizes). */
