@@ -16,6 +16,7 @@ const RULES: BudgetRules = {
   knownBurst: 3,
   knownPerS: 1 / 60,
   knownMs: 3_600_000,
+  knownPerUser: 3,
   known: 8,
 };
 
@@ -176,9 +177,27 @@ test('budget: engaged once per engagement; state bounded however many names and 
     if (g.t === 'check') b.settle(g.ticket, 'failed');
   }
   assert.deepEqual(b.size, { users: 100, nets: 100, marks: 150, lanes: 0 });
-  // Only a right password opens a lane, and lanes are bounded too.
+  // Only a right password opens a lane, and lanes are bounded too: user names with lanes, and lanes per name.
   for (let i = 0; i < 500; i++) b.settle(checked(b.admit(`v${i}`, '198.51.100.1')).ticket, 'ok');
   assert.equal(b.size.lanes, RULES.known);
+  for (let i = 0; i < 500; i++) b.settle(checked(b.admit('v499', `203.0.113.${i % 250}`)).ticket, 'ok');
+  assert.equal(b.lanesOf('v499'), RULES.knownPerUser);
+  assert.equal(b.size.lanes, RULES.known);
+});
+
+test('budget: one account logging in from many networks keeps only its own most recent lanes and pushes out nobody else\'s', () => {
+  const { b, at } = budget();
+  at(0);
+  b.settle(checked(b.admit('alice', '192.0.2.10')).ticket, 'ok');
+  for (let i = 0; i < 1_000; i++) b.settle(checked(b.admit('mallory', `2001:db8:${i.toString(16)}::/64`)).ticket, 'ok');
+  assert.equal(b.lanesOf('mallory'), RULES.knownPerUser);
+  // alice's name drained from elsewhere: her own network still has its lane.
+  for (let g = b.admit('alice', '192.0.2.66'); g.t === 'check'; g = b.admit('alice', '192.0.2.66')) b.settle(g.ticket, 'failed');
+  assert.equal(checked(b.admit('alice', '192.0.2.10')).ticket.lane, 'known');
+  // mallory's oldest networks lost theirs; the most recent kept them.
+  for (let g = b.admit('mallory', '192.0.2.66'); g.t === 'check'; g = b.admit('mallory', '192.0.2.66')) b.settle(g.ticket, 'failed');
+  assert.notEqual((b.admit('mallory', '2001:db8:0::/64') as { ticket?: Ticket }).ticket?.lane, 'known');
+  assert.equal(checked(b.admit('mallory', `2001:db8:${(999).toString(16)}::/64`)).ticket.lane, 'known');
 });
 
 test('budget: fresh networks that keep every turn booked shut out a new network, not one that logged the name in', () => {

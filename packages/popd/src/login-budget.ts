@@ -8,9 +8,10 @@
  * Each user name has a token bucket: a check takes a token before it
  * starts, and a successful or unchecked one gives it back, so the failed
  * checks of one user name in any span of T seconds are at most
- * userBurst + userPerS * T, from any number of connections and networks.
+ * userBurst + userPerS * T, from any number of connections and networks
+ * (plus the lanes below, on the networks the user logged in from).
  * A user name is budgeted whether or not it exists: the budget never looks
- * at authtab, so its answers tell nobody who exists.
+ * at authtab, so its answers tell nobody who exists (but for a lane's, below).
  *
  * Out of tokens, a user name is not locked: a network that has tried it
  * within markMs (an attacker's, hammering) is refused at once without a
@@ -26,7 +27,11 @@
  * name's bucket is empty, never booked, never refused for a mark. Only a
  * right password opens a lane, so an attacker gets one only on a network
  * the user logs in from, and there at most knownBurst + knownPerS * T more
- * guesses in T.
+ * guesses in T. Such an attacker (behind the user's NAT) who also empties
+ * the name's bucket from elsewhere sees its checks answered at once: the
+ * name exists and logged in from here. A name keeps its knownPerUser most
+ * recent lanes, so one account logging in from many networks cannot push
+ * out the lanes of others.
  *
  * Each network (addressPrefix) has a bucket of failures across every user
  * name (password spraying) that, when empty, refuses everything from it. It
@@ -39,7 +44,8 @@
  * `tracked` are forgotten (a forgotten one starts again with a full bucket:
  * forgetting a user name costs an attacker `tracked` fresh checks, at most
  * userBurst guesses each time), and so are the least recently used marks
- * beyond `marks` (a network whose mark is forgotten only books a turn again).
+ * beyond `marks` (a network whose mark is forgotten only books a turn again)
+ * and the lanes of the least recently logged-in user names beyond `known`.
  */
 
 export interface BudgetRules {
@@ -62,7 +68,8 @@ export interface BudgetRules {
   knownPerS: number;
   /** How long after its last right password a network keeps its lane. */
   knownMs: number;
-  /** Lanes (network and user name) remembered. */
+  /** Lanes one user name keeps (the networks it logged in from most recently), and user names with lanes remembered. */
+  knownPerUser: number;
   known: number;
 }
 
@@ -79,15 +86,20 @@ export interface Ticket {
 /** What became of a check: a wrong password, a right one, or none ran (the connection went, the server was busy). */
 export type Outcome = 'failed' | 'ok' | 'unchecked';
 
-interface Bucket {
+/** A token bucket: its level when last refilled, at that time. */
+interface Tokens {
   level: number;
   at: number;
+}
+
+interface Bucket extends Tokens {
   /** Ran out of tokens and has not been full since: engaged (logged once). */
   limited: boolean;
 }
 
 /** The lane of a network that logged a user name in. */
-interface Lane extends Bucket {
+interface Lane extends Tokens {
+  readonly net: string;
   /** When it last gave a right password. */
   okAt: number;
 }
@@ -119,7 +131,7 @@ class Recent<V> {
   }
 }
 
-/** The key of a mark or a lane: the network, popd's own text, has no NUL, so no two pairs share a key. */
+/** The key of a mark: the network, popd's own text, has no NUL, so no two pairs share a key. */
 const markOf = (user: string, net: string): string => `${net}\0${user}`;
 
 export class LoginBudget {
@@ -127,8 +139,8 @@ export class LoginBudget {
   private readonly nets: Recent<Bucket>;
   /** When a network last tried a user name (markOf). */
   private readonly marks: Recent<number>;
-  /** Networks that logged a user name in (markOf). */
-  private readonly lanes: Recent<Lane>;
+  /** The lanes of each user name, at most knownPerUser, the least recently logged in first. */
+  private readonly lanes: Recent<Lane[]>;
 
   constructor(
     private readonly rules: BudgetRules,
@@ -143,27 +155,32 @@ export class LoginBudget {
     this.lanes = new Recent(rules.known);
   }
 
-  /** User names, networks, marks and lanes remembered (for tests of the bound). */
+  /** User names, networks, marks and user names with lanes remembered (for tests of the bound). */
   get size(): { users: number; nets: number; marks: number; lanes: number } {
     return { users: this.users.size, nets: this.nets.size, marks: this.marks.size, lanes: this.lanes.size };
+  }
+
+  /** How many lanes user has (for tests of the bound). */
+  lanesOf(user: string): number {
+    return this.lanes.get(user)?.length ?? 0;
   }
 
   admit(user: string, net: string): Gate {
     const r = this.rules;
     const now = this.clock();
     const n = this.nets.set(net, this.nets.get(net) ?? { level: r.netBurst, at: now, limited: false });
-    refill(n, r.netBurst, r.netPerS, now);
+    refillBucket(n, r.netBurst, r.netPerS, now);
     if (n.level < 1) {
       this.engage(n, 'network', net);
       return { t: 'refuse', why: 'network' };
     }
     const u = this.users.set(user, this.users.get(user) ?? { level: r.userBurst, at: now, limited: false });
-    refill(u, r.userBurst, r.userPerS, now);
+    refillBucket(u, r.userBurst, r.userPerS, now);
     const mark = markOf(user, net);
     let waitMs = 0;
     if (u.level < 1) {
       this.engage(u, 'user', user);
-      const lane = this.lanes.get(mark);
+      const lane = this.lanes.get(user)?.find((l) => l.net === net);
       if (lane !== undefined && now - lane.okAt < r.knownMs) {
         refill(lane, r.knownBurst, r.knownPerS, now);
         if (lane.level >= 1) {
@@ -193,23 +210,39 @@ export class LoginBudget {
       this.marks.set(markOf(t.user, t.net), now);
       const n = this.nets.get(t.net);
       if (n !== undefined) {
-        refill(n, r.netBurst, r.netPerS, now);
+        refillBucket(n, r.netBurst, r.netPerS, now);
         n.level -= 1;
       }
       return;
     }
-    const mark = markOf(t.user, t.net);
     if (outcome === 'ok') {
-      this.marks.delete(mark);
-      const lane = this.lanes.set(mark, this.lanes.get(mark) ?? { level: r.knownBurst, at: now, limited: false, okAt: now });
-      lane.okAt = now;
+      this.marks.delete(markOf(t.user, t.net));
+      this.openLane(t.user, t.net, now);
     }
-    const b = t.lane === 'user' ? this.users.get(t.user) : this.lanes.get(mark);
-    if (b === undefined) return;
-    const [burst, perS] = t.lane === 'user' ? [r.userBurst, r.userPerS] : [r.knownBurst, r.knownPerS];
-    refill(b, burst, perS, now);
-    b.level = Math.min(burst, b.level + 1);
-    if (b.level >= burst) b.limited = false;
+    if (t.lane === 'known') {
+      const lane = this.lanes.get(t.user)?.find((l) => l.net === t.net);
+      if (lane !== undefined) giveBack(lane, r.knownBurst, r.knownPerS, now);
+      return;
+    }
+    const u = this.users.get(t.user);
+    if (u === undefined) return;
+    giveBack(u, r.userBurst, r.userPerS, now);
+    if (u.level >= r.userBurst) u.limited = false;
+  }
+
+  /**
+   * A right password from net: its lane to user, kept or opened, becomes the
+   * user name's most recent. A name keeps knownPerUser lanes at most, so one
+   * account logging in from many networks pushes out only its own lanes.
+   */
+  private openLane(user: string, net: string, now: number): void {
+    const r = this.rules;
+    const lanes = this.lanes.set(user, this.lanes.get(user) ?? []);
+    const i = lanes.findIndex((l) => l.net === net);
+    const lane = i >= 0 ? lanes.splice(i, 1)[0] : { net, level: r.knownBurst, at: now, okAt: now };
+    lane.okAt = now;
+    lanes.push(lane);
+    if (lanes.length > r.knownPerUser) lanes.shift();
   }
 
   private engage(b: Bucket, kind: 'user' | 'network', key: string): void {
@@ -219,10 +252,22 @@ export class LoginBudget {
   }
 }
 
-function refill(b: Bucket, burst: number, perS: number, now: number): void {
+/** Adds the tokens earned since b.at, up to burst. */
+function refill(b: Tokens, burst: number, perS: number, now: number): void {
   if (now > b.at) {
     b.level = Math.min(burst, b.level + ((now - b.at) * perS) / 1000);
     b.at = now;
   }
+}
+
+/** refill; a bucket full again is no longer engaged. */
+function refillBucket(b: Bucket, burst: number, perS: number, now: number): void {
+  refill(b, burst, perS, now);
   if (b.level >= burst) b.limited = false;
+}
+
+/** A check that did not fail returns its token. */
+function giveBack(b: Tokens, burst: number, perS: number, now: number): void {
+  refill(b, burst, perS, now);
+  b.level = Math.min(burst, b.level + 1);
 }

@@ -20,7 +20,12 @@ export const DEFAULT_LOGIN_TIMEOUT_S = 30;
 export const DEFAULT_IDLE_TIMEOUT_S = 600;
 /** A TLS handshake (implicit, or after STLS) must end within this, whatever the login time left. */
 export const HANDSHAKE_TIMEOUT_MS = 30_000;
-/** A connection closing after its last line may take this long to flush it before it is destroyed. */
+/**
+ * A connection closing after its last line may take this long to flush it
+ * before it is destroyed; and a worker reads what its client still sends
+ * after a session's end at most this long. Only a client that stops reading
+ * meets it there: its session counts as in use that long after QUIT.
+ */
 export const CLOSE_LINGER_MS = 5_000;
 /** After one side of a relay ends (QUIT, a crash, a client gone), the other may take this long to finish. */
 export const RELAY_LINGER_MS = 10_000;
@@ -99,15 +104,21 @@ export const LOGIN_KNOWN_BURST = 5;
 export const LOGIN_KNOWN_PER_S = 1 / 60;
 export const LOGIN_KNOWN_MS = 30 * 24 * 3_600_000;
 /**
+ * Lanes per user name: its most recent networks (home, work, a phone's
+ * changing addresses). So one account that logs in from many networks
+ * cannot push the lanes of other users out of the bound below.
+ */
+export const LOGIN_KNOWN_PER_USER = 8;
+/**
  * User names, and networks, remembered each, marks (a network that tried a
- * user name) and lanes (a network that logged one in), the least recently
- * used forgotten. Measured at most: 10,000 names of 255 octets, 10,000 IPv6
- * networks, 20,000 marks and 20,000 lanes take 22 MiB of heap (node
- * --expose-gc, heapUsed before and after filling them).
+ * user name), and user names with lanes, the least recently used forgotten.
+ * Measured at most: 10,000 names of 255 octets, 10,000 IPv6 networks,
+ * 20,000 marks and 10,000 names with 8 lanes each take 29 MiB of heap
+ * (node --expose-gc, heapUsed before and after filling them).
  */
 export const LOGIN_TRACKED = 10_000;
 export const LOGIN_MARKS = 20_000;
-export const LOGIN_KNOWN = 20_000;
+export const LOGIN_KNOWN = 10_000;
 /** How long a login waits for the same user's previous session to end (a client back right after QUIT) before [IN-USE]. */
 export const IN_USE_WAIT_MS = 1_000;
 /** SIGTERM: how long sessions may take to end before they are ended, and then how long a signal may take. */
