@@ -12,6 +12,7 @@ import path from 'node:path';
 import { openMailbox } from '@popd/store/maildir';
 import { INPUTS, ls, mailUserMaildir, readPopcacheLines, referenceWireSize, removeScratchDirs, scratchDir, sha256 } from '../lib/store';
 import { BIN, isRoot, MAILUSER, run, RunResult, tmpdir } from '../lib/util';
+import { hasPython } from '../lib/pty';
 
 after(removeScratchDirs);
 
@@ -89,15 +90,14 @@ r = subprocess.run(sys.argv[1:])
 print("peak-rss-kb=%d" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
 sys.exit(r.returncode)`;
 async function popmdaPeak(args: string[], input: Buffer | string): Promise<RunResult & { peakKb: number }> {
-  const r = await run('/usr/bin/python3', ['-c', PEAK, process.execPath, BIN.popmda, ...args], { input });
+  const r = await run('python3', ['-c', PEAK, process.execPath, BIN.popmda, ...args], { input });
   const m = /^peak-rss-kb=(\d+)$/m.exec(r.stderr);
   assert.ok(m, r.stderr);
   return { ...r, peakKb: Number(m[1]) };
 }
 
-const hasPython = fs.existsSync('/usr/bin/python3') && process.platform === 'linux';
 
-test('a 50 MB message is stored byte for byte in bounded memory', { skip: !hasPython && 'needs python3 on Linux to read the peak RSS (ru_maxrss in kB)' }, async () => {
+test('a 50 MB message is stored byte for byte in bounded memory', { skip: !(hasPython && process.platform === 'linux') && 'needs python3 on Linux to read the peak RSS (ru_maxrss in kB)' }, async () => {
   const md = path.join(scratchDir(), 'Maildir');
   const small = await popmdaPeak(['-m', md], 'Subject: small\n\nx\n');
   assert.equal(small.status, 0, small.stderr);

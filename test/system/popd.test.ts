@@ -259,7 +259,14 @@ test('authpop and wrkrpop close a file or a directory leaked to them as they sta
     const child = spawn(process.execPath, [bin], { stdio: ['ignore', 'ignore', 'pipe', theirs, 'ignore', file, dir], env: { PATH: '/usr/bin:/bin' } });
     for (const fd of [theirs, file, dir]) fs.closeSync(fd);
     try {
-      const fds = (): string[] => proc(child.pid!).fds;
+      // Empty once the child is gone (its /proc entry with it): the wait then ends, and the next line fails.
+      const fds = (): string[] => {
+        try {
+          return proc(child.pid!).fds;
+        } catch {
+          return [];
+        }
+      };
       await waitFor(`${path.basename(path.dirname(path.dirname(bin)))} to close descriptors 5 and 6`, () => !exists(child.pid!) || !fds().some((f) => f === fs.realpathSync(__filename) || f === fs.realpathSync(__dirname)), 30_000);
       assert.ok(exists(child.pid!), 'still running');
       assert.ok(fs.existsSync(`/proc/${child.pid}/fd/3`), 'its channel');

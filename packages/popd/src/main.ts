@@ -69,8 +69,9 @@ async function serve(o: Options, checked: ReturnType<typeof checkConfig>): Promi
 /**
  * Like OpenSMTPD's closefrom(): a descriptor popd did not open itself (a
  * wrapper's or a service manager's, on authtab say) must reach no child and
- * serve nobody. Node opens its own close-on-exec; the channel from the popd
- * command that detached this one is kept until the start is reported.
+ * serve nobody. closeInherited tells them from Node's own by close-on-exec
+ * and by type (a file or directory is never Node's); the channel from the
+ * popd command that detached this one is kept until the start is reported.
  */
 function closeLeaked(): void {
   const channel = (process.channel as unknown as { fd?: number } | undefined)?.fd;
