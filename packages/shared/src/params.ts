@@ -48,7 +48,7 @@ export const TLS_RECORD = 16 * 1024;
  */
 export const OUTPUT_BLOCK = 8 * TLS_RECORD;
 /**
- * After RETR of messages k-1 and k, the worker reads message k+1 ahead while
+ * After RETR of k right after k-1 (or of 1 first), the worker reads k+1 ahead while
  * the client is silent, if it is at most this large on disk (one block): a
  * client fetching one message at a time (fetchmail, mpop, Thunderbird) then
  * finds its answer ready. Larger messages gain little, their time being the
